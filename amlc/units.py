@@ -69,6 +69,10 @@ class AnswerError(ValueError):
     """A text that cannot become a valid answer; the message says why."""
 
 
+class UnitNotAllowed(AnswerError):
+    """A well-formed '<number> <unit>' whose unit is unknown or not allowed for the entity."""
+
+
 def format_number(value: Decimal) -> str:
     """Plain decimal notation with no exponent and no trailing zeros: 21.0 -> '21', 1e-3 -> '0.001'."""
     text = format(value.normalize(), "f")
@@ -113,9 +117,9 @@ def make_answer(value: Decimal | str, unit: str, entity: str) -> Answer:
     number = value if isinstance(value, Decimal) else to_decimal(value)
     name = canonical_unit(unit)
     if name is None:
-        raise AnswerError(f"unknown unit {unit!r}")
+        raise UnitNotAllowed(f"unknown unit {unit!r}")
     if name not in ENTITY_UNITS[entity]:
-        raise AnswerError(f"unit {name!r} is not allowed for {entity}")
+        raise UnitNotAllowed(f"unit {name!r} is not allowed for {entity}")
     return Answer(number, name)
 
 

@@ -1,0 +1,167 @@
+"""Commands that move data in and out of the store: ingest, export, check, eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..check import check_submission
+from ..export import ExportError, best_answers, render_submission, write_atomically
+from ..ingest import IngestError, ingest
+from ..metric import format_report
+from ..report import evaluate_split
+from ..store import finish_run, open_reader, open_writer, start_run
+from .common import console, json_option, print_json, run_async, workdir
+
+existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+source_option = click.option(
+    "--source", "sources", multiple=True, metavar="NAME",
+    help="Prediction source to prefer (repeatable, in order), e.g. a model name or 'rules'. "
+         "Default: the newest model answer, else the rules' answer.")
+
+
+@click.command("ingest")
+@click.argument("csv_file", type=existing_file)
+@click.option("--split", required=True, help="Name of the split these rows belong to: test, train, val...")
+@json_option
+@click.pass_context
+def ingest_command(ctx: click.Context, csv_file: Path, split: str, as_json: bool) -> None:
+    """Load an official CSV (test.csv, train.csv, or a labelled file with index and
+    entity_value) into the store under SPLIT.
+
+    Re-ingesting a file changes nothing. Bad rows are reported with their line number,
+    stored in the `rejects` table and never stop the rest. train.csv has no index column:
+    the data row number (0 for the first row) stands in for it.
+
+    \b
+    Example:
+      amlc ingest ../shared/data/test.csv --split test
+    """
+    async def go():
+        conn = await open_writer(workdir(ctx).store)
+        try:
+            return await ingest(conn, csv_file, split)
+        finally:
+            await conn.close()
+
+    try:
+        report = run_async(go)
+    except (IngestError, UnicodeDecodeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        print_json(report.as_dict())
+        return
+    console.print(f"{csv_file.name} -> split {split!r}: {report.rows} rows, {report.inserted} new, "
+                  f"{report.already_present} already present, {report.rejected} rejected, "
+                  f"{report.unusable_labels} with a label outside the allowed units "
+                  f"({report.seconds:.1f} s, {report.rows / max(report.seconds, 1e-9):,.0f} rows/s)")
+    for line in report.first_rejects:
+        console.print(f"  rejected {line}", markup=False)
+
+
+@click.command("export")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--split", default="test", show_default=True)
+@source_option
+@click.pass_context
+def export_command(ctx: click.Context, out: Path, split: str, sources: tuple[str, ...]) -> None:
+    """Write OUT as a submission (index,prediction) with every index of SPLIT once, in
+    order, blank where no answer exists yet.
+
+    Safe while `amlc run` works on the same store; the file is checked before it is
+    written and replaced atomically.
+
+    \b
+    Example:
+      amlc export submission.csv --split test
+    """
+    async def go():
+        conn = await open_reader(workdir(ctx).store)
+        try:
+            return await best_answers(conn, split, sources)
+        finally:
+            await conn.close()
+
+    answers = run_async(go)
+    if not answers:
+        raise click.ClickException(f"split {split!r} has no samples; ingest it first")
+    try:
+        write_atomically(out, render_submission(answers))
+    except ExportError as exc:
+        raise click.ClickException(f"refusing to write {out}: {exc}") from None
+    answered = sum(a.prediction != "" for a in answers)
+    console.print(f"wrote {out}: {len(answers)} rows, {answered} answered, "
+                  f"{len(answers) - answered} blank")
+
+
+@click.command("check")
+@click.argument("submission", type=existing_file)
+@click.option("--against", "test_csv", type=existing_file, required=True,
+              help="The test CSV the submission answers (index and entity_name columns).")
+@json_option
+def check_command(submission: Path, test_csv: Path, as_json: bool) -> None:
+    """Check SUBMISSION strictly: header, every index exactly once, no extra rows, each
+    prediction '<number> <unit>' with a unit allowed for that row's entity. Exits 1 and names
+    the first offending rows when anything is wrong.
+
+    \b
+    Example:
+      amlc check submission.csv --against ../shared/data/test.csv
+    """
+    try:
+        result = check_submission(submission, test_csv)
+    except (ValueError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        print_json({"ok": result.ok, "rows": result.rows, "answered": result.answered,
+                    "problem_count": result.problem_count, "problems": result.problems})
+    else:
+        verdict = "OK" if result.ok else f"FAILED with {result.problem_count} problem(s)"
+        console.print(f"{submission}: {verdict}; {result.rows} rows, {result.answered} answered")
+        for problem in result.problems:
+            console.print(f"  {problem}", markup=False)
+    if not result.ok:
+        raise SystemExit(1)
+
+
+@click.command("eval")
+@click.option("--split", required=True, help="A labelled split (ingested with entity_value).")
+@source_option
+@click.option("--only", is_flag=True, help="Score only the --source predictions, nothing else.")
+@json_option
+@click.pass_context
+def eval_command(ctx: click.Context, split: str, sources: tuple[str, ...], only: bool,
+                 as_json: bool) -> None:
+    """Score the stored predictions of a labelled SPLIT with the official F1, numeric and
+    strict, overall and per entity, with a breakdown of errors. The result is recorded as a
+    run in the store. The last line is `f1=<numeric F1>`.
+
+    \b
+    Example:
+      amlc eval --split val --source rules --only
+    """
+    async def go():
+        conn = await open_writer(workdir(ctx).store)
+        try:
+            run_id = await start_run(conn, "eval", json.dumps({"split": split, "sources": sources}))
+            report, skipped = await evaluate_split(conn, split, sources, only)
+            await finish_run(conn, run_id, json.dumps({**report.as_dict(), "skipped": skipped}))
+            return report, skipped
+        finally:
+            await conn.close()
+
+    report, skipped = run_async(go)
+    if not report.per_entity:
+        raise click.ClickException(f"split {split!r} has no labelled samples to score")
+    if as_json:
+        print_json({**report.as_dict(), "skipped_unlabelled": skipped})
+        return
+    click.echo(format_report(report))
+    if skipped:
+        click.echo(f"skipped {skipped} samples without a usable label")
+    click.echo(f"f1={report.f1:.4f}")
+
+
+COMMANDS = [ingest_command, export_command, check_command, eval_command]

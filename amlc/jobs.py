@@ -1,0 +1,85 @@
+"""Per-stage work items: pending -> leased -> done | failed, with attempts and leases.
+
+A claim is one UPDATE ... RETURNING, so two claimers can never take the same item. A lease
+that outlived its process (kill -9) goes back to pending on the next start.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import aiosqlite
+
+CLAIM_SQL = """
+UPDATE jobs SET state = 'leased', attempts = attempts + 1,
+                lease_until = :now + :lease, updated_at = :now
+WHERE stage = :stage AND item_id IN (
+    SELECT item_id FROM jobs
+    WHERE stage = :stage AND state = 'pending' AND coalesce(not_before, 0) <= :now
+    ORDER BY item_id LIMIT :n)
+RETURNING item_id, attempts
+"""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    item_id: int
+    attempts: int  # including this one
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 4       # tries per item before it is marked failed
+    backoff_base: float = 2.0   # seconds before the first retry; doubles each attempt
+    backoff_max: float = 300.0  # ceiling on one wait
+
+    def delay(self, attempts: int) -> float:
+        """Full jitter: spreads retries of a failing host instead of hammering it in step."""
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1)))
+
+
+async def claim(conn: aiosqlite.Connection, stage: str, n: int,
+                lease_seconds: float = 600.0) -> list[Claimed]:
+    params = {"stage": stage, "n": n, "now": time.time(), "lease": lease_seconds}
+    async with conn.execute(CLAIM_SQL, params) as cursor:
+        rows = await cursor.fetchall()
+    await conn.commit()
+    return sorted(Claimed(row[0], row[1]) for row in rows)
+
+
+def done_statement(stage: str, item_id: int) -> tuple[str, tuple]:
+    return ("UPDATE jobs SET state = 'done', last_error = NULL, lease_until = NULL, "
+            "updated_at = ? WHERE stage = ? AND item_id = ?", (time.time(), stage, item_id))
+
+
+def failure_statement(stage: str, item: Claimed, error: str, retryable: bool,
+                      policy: RetryPolicy) -> tuple[str, tuple]:
+    """Back to pending after a backoff while the retry budget lasts, else failed."""
+    now = time.time()
+    if retryable and item.attempts < policy.max_attempts:
+        return ("UPDATE jobs SET state = 'pending', last_error = ?, lease_until = NULL, "
+                "not_before = ?, updated_at = ? WHERE stage = ? AND item_id = ?",
+                (error, now + policy.delay(item.attempts), now, stage, item.item_id))
+    return ("UPDATE jobs SET state = 'failed', last_error = ?, lease_until = NULL, "
+            "updated_at = ? WHERE stage = ? AND item_id = ?",
+            (error, now, stage, item.item_id))
+
+
+async def release_expired(conn: aiosqlite.Connection, everything: bool = False) -> int:
+    """Return leases to pending: the expired ones, or all (at start, when no worker is alive)."""
+    sql = "UPDATE jobs SET state = 'pending', lease_until = NULL WHERE state = 'leased'"
+    cursor = await conn.execute(sql if everything else sql + " AND lease_until < ?",
+                                () if everything else (time.time(),))
+    await conn.commit()
+    return cursor.rowcount
+
+
+async def retry_failed(conn: aiosqlite.Connection, stage: str | None = None) -> int:
+    """Give failed items a fresh retry budget (after the cause was fixed)."""
+    cursor = await conn.execute(
+        "UPDATE jobs SET state = 'pending', attempts = 0, not_before = NULL "
+        "WHERE state = 'failed' AND (? IS NULL OR stage = ?)", (stage, stage))
+    await conn.commit()
+    return cursor.rowcount

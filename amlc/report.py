@@ -1,0 +1,73 @@
+"""What the store says: status counts, one sample's journey, and scores of a labelled split.
+
+Everything here only reads, so it runs from another terminal while `amlc run` works.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import aiosqlite
+
+from .export import best_answers
+from .metric import Report, score
+from .store import fetch_all, fetch_one, rows_as_dicts
+
+STAGES = ("fetch", "ocr", "extract")
+
+
+async def status_summary(conn: aiosqlite.Connection, top_errors: int = 5) -> dict[str, Any]:
+    splits = await fetch_all(conn, """
+        SELECT split, count(*) AS samples, count(DISTINCT image_id) AS images,
+               count(label) AS labelled FROM samples GROUP BY split ORDER BY split""")
+    stages: dict[str, dict[str, int]] = {}
+    for row in await fetch_all(conn, "SELECT stage, state, n FROM stage_counts"):
+        stages.setdefault(row["stage"], {})[row["state"]] = row["n"]
+    errors = await fetch_all(conn, """
+        SELECT stage, last_error AS error, count(*) AS n FROM jobs
+        WHERE state = 'failed' GROUP BY stage, last_error ORDER BY n DESC LIMIT ?""", (top_errors,))
+    rejects = await fetch_all(conn, "SELECT split, count(*) AS n FROM rejects GROUP BY split")
+    predictions = await fetch_all(conn, """
+        SELECT source, count(*) AS n, sum(prediction != '') AS answered
+        FROM predictions GROUP BY source ORDER BY source""")
+    return {
+        "splits": rows_as_dicts(splits),
+        "stages": {s: stages.get(s, {}) for s in [*STAGES, *sorted(set(stages) - set(STAGES))]},
+        "failures": rows_as_dicts(errors),
+        "rejects": {r["split"]: r["n"] for r in rejects},
+        "predictions": rows_as_dicts(predictions),
+    }
+
+
+async def sample_journey(conn: aiosqlite.Connection, split: str, idx: int) -> dict[str, Any] | None:
+    sample = await fetch_one(conn, "SELECT * FROM samples WHERE split = ? AND idx = ?", (split, idx))
+    if sample is None:
+        return None
+    image = await fetch_one(conn, "SELECT * FROM images WHERE id = ?", (sample["image_id"],))
+    jobs = await fetch_all(conn, """
+        SELECT stage, state, attempts, last_error, lease_until, updated_at FROM jobs
+        WHERE (item_id = :image AND stage IN ('fetch', 'ocr'))
+           OR (item_id = :sample AND stage NOT IN ('fetch', 'ocr'))
+        ORDER BY updated_at""", {"image": sample["image_id"], "sample": sample["id"]})
+    ocr = await fetch_all(conn, "SELECT engine, text, preprocess, seconds FROM ocr_results "
+                                "WHERE image_id = ?", (sample["image_id"],))
+    predictions = await fetch_all(conn, "SELECT source, run_id, prediction, confidence, created_at "
+                                        "FROM predictions WHERE sample_id = ?", (sample["id"],))
+    return {
+        "sample": dict(zip(sample.keys(), tuple(sample))),
+        "image": dict(zip(image.keys(), tuple(image))) if image else None,
+        "jobs": rows_as_dicts(jobs),
+        "ocr": [{**d, "preprocess": json.loads(d["preprocess"])} for d in rows_as_dicts(ocr)],
+        "predictions": rows_as_dicts(predictions),
+    }
+
+
+async def evaluate_split(conn: aiosqlite.Connection, split: str,
+                         sources: Sequence[str] = (), only: bool = False) -> tuple[Report, int]:
+    """Score the split's best answers against its labels (an empty label is an empty truth);
+    returns the report and how many samples were skipped for having no usable label."""
+    answers = await best_answers(conn, split, sources, only)
+    labelled = [a for a in answers if a.has_truth]
+    report = score((a.entity, a.label or "", a.prediction) for a in labelled)
+    return report, len(answers) - len(labelled)
