@@ -60,7 +60,7 @@ async def best_answers(conn: aiosqlite.Connection, split: str,
 
 
 def render_submission(answers: Sequence[Answered]) -> str:
-    problems = [f"index {a.idx}: {why}" for a in answers
+    problems = [f"index {a.idx} ({a.prediction!r}): {why}" for a in answers
                 if (why := prediction_error(a.prediction, a.entity))]
     if problems:
         raise ExportError(f"{len(problems)} invalid prediction(s), first: " + "; ".join(problems[:5]))

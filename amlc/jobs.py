@@ -23,7 +23,7 @@ RETURNING item_id, attempts
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Claimed:
     item_id: int
     attempts: int  # including this one

@@ -74,15 +74,22 @@ class Report:
         }
 
 
-def _value(text: str, entity: str) -> tuple[Decimal, str] | None:
-    """(value, unit) of a truth or prediction, or None when it is not a readable answer."""
-    for parse in (parse_prediction, parse_label):
-        try:
-            answer = parse(text, entity)
-        except AnswerError:
-            continue
-        return (answer.value, answer.unit) if answer else None
-    return None
+def _prediction_value(text: str, entity: str) -> tuple[Decimal, str] | None:
+    """A prediction is read strictly: what the official checker would reject is wrong."""
+    try:
+        answer = parse_prediction(text, entity)
+    except AnswerError:
+        return None
+    return (answer.value, answer.unit) if answer else None
+
+
+def _truth_value(text: str, entity: str) -> tuple[Decimal, str] | None:
+    """A truth is read leniently, as a label ('21.0 centimetre', ranges)."""
+    try:
+        answer = parse_label(text, entity)
+    except AnswerError:
+        return None
+    return (answer.value, answer.unit)
 
 
 def classify_error(entity: str, truth: str, pred: str) -> str | None:
@@ -91,7 +98,7 @@ def classify_error(entity: str, truth: str, pred: str) -> str | None:
         return "blank" if truth else None
     if not truth:
         return "answer where truth is empty"
-    got, want = _value(pred, entity), _value(truth, entity)
+    got, want = _prediction_value(pred, entity), _truth_value(truth, entity)
     if got is None:
         return "invalid prediction"
     if want is None or got == want:

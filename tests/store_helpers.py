@@ -1,0 +1,65 @@
+"""Plain helpers for tests that drive the store or the CLI on a temporary work folder."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from click.testing import CliRunner, Result
+
+from amlc.cli import main
+from amlc.store import fetch_all, open_writer
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def amlc(workdir: Path, *args: str, ok: bool = True) -> Result:
+    """Run the CLI in-process on `workdir`; by default fail the test on a non-zero exit."""
+    result = CliRunner().invoke(main, ["--workdir", str(workdir), *args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def amlc_json(workdir: Path, *args: str) -> Any:
+    return json.loads(amlc(workdir, *args, "--json").output)
+
+
+def query(store: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    async def go() -> list[tuple]:
+        conn = await open_writer(store)
+        try:
+            return [tuple(r) for r in await fetch_all(conn, sql, params)]
+        finally:
+            await conn.close()
+    return asyncio.run(go())
+
+
+def execute(store: Path, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    async def go() -> None:
+        conn = await open_writer(store)
+        try:
+            await conn.executemany(sql, rows)
+            await conn.commit()
+        finally:
+            await conn.close()
+    asyncio.run(go())
+
+
+def add_predictions(store: Path, split: str, answers: dict[int, str], source: str = "rules") -> None:
+    """Store predictions for the given sample indices of a split, as a stage would."""
+    execute(store, "INSERT OR REPLACE INTO predictions(sample_id, source, prediction, created_at) "
+                   "SELECT id, ?, ?, ? FROM samples WHERE split = ? AND idx = ?",
+            [(source, text, time.time(), split, idx) for idx, text in answers.items()])
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

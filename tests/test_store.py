@@ -1,0 +1,172 @@
+import asyncio
+import shutil
+import sqlite3
+
+import pytest
+
+from amlc import jobs
+from amlc.migrate import SchemaTooNew, known_migrations, migrate, migrations_dir
+from amlc.store import StoreError, fetch_all, open_reader, open_writer
+from store_helpers import DATA, amlc
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _rows(conn, sql, params=()):
+    return [tuple(r) for r in await fetch_all(conn, sql, params)]
+
+
+def test_store_is_wal_and_fully_migrated(tmp_path):
+    async def go():
+        conn = await open_writer(tmp_path / "s.db")
+        mode = await _rows(conn, "PRAGMA journal_mode")
+        versions = await _rows(conn, "SELECT version FROM schema_migrations ORDER BY version")
+        await conn.close()
+        return mode, versions
+    mode, versions = run(go())
+    assert mode == [("wal",)]
+    assert [v for (v,) in versions] == [m.version for m in known_migrations()]
+
+
+def test_a_store_made_by_an_older_schema_migrates_and_keeps_its_rows(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(migrations_dir() / "0001_init.sql", old)
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    (new / "0002_note.sql").write_text("ALTER TABLE samples ADD COLUMN note TEXT;\n"
+                                       "UPDATE samples SET note = 'migrated';")
+
+    async def go():
+        conn = await sqlite_conn(tmp_path / "s.db")
+        assert [m.version for m in await migrate(conn, old)] == [1]
+        await conn.execute("INSERT INTO images(link) VALUES ('http://x/a.jpg')")
+        await conn.execute("INSERT INTO samples(split, idx, image_id, group_id, entity) "
+                           "VALUES ('t', 0, 1, 'g', 'width')")
+        await conn.commit()
+        assert [m.version for m in await migrate(conn, new)] == [2]
+        assert await migrate(conn, new) == []
+        rows = await _rows(conn, "SELECT idx, note FROM samples")
+        await conn.close()
+        return rows
+    assert run(go()) == [(0, "migrated")]
+
+
+def test_a_failing_migration_leaves_the_previous_version(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(migrations_dir() / "0001_init.sql", folder)
+    (folder / "0002_broken.sql").write_text("CREATE TABLE half (x);\nSELECT * FROM no_such_table;")
+
+    async def go():
+        conn = await sqlite_conn(tmp_path / "s.db")
+        with pytest.raises(sqlite3.OperationalError):
+            await migrate(conn, folder)
+        versions = await _rows(conn, "SELECT version FROM schema_migrations")
+        tables = await _rows(conn, "SELECT name FROM sqlite_master WHERE name = 'half'")
+        await conn.close()
+        return versions, tables
+    assert run(go()) == ([(1,)], [])
+
+
+def test_a_store_newer_than_the_code_is_refused(tmp_path):
+    store = tmp_path / "amlc.db"
+    amlc(tmp_path, "ingest", str(DATA / "sample_test.csv"), "--split", "s")
+    con = sqlite3.connect(store)
+    con.execute("INSERT INTO schema_migrations VALUES (9999, 'future', 0)")
+    con.commit()
+    con.close()
+    with pytest.raises(SchemaTooNew, match="version 9999, newer than this amlc"):
+        run(open_writer(store))
+    result = amlc(tmp_path, "ingest", str(DATA / "sample_test.csv"), "--split", "s", ok=False)
+    assert result.exit_code == 1 and "upgrade amlc" in result.output
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncate"])
+def test_a_corrupt_or_truncated_store_is_a_clear_error(tmp_path, damage):
+    store = tmp_path / "amlc.db"
+    amlc(tmp_path, "ingest", str(DATA / "sample_test.csv"), "--split", "s")
+    data = store.read_bytes()
+    store.write_bytes(b"not a database at all" * 100 if damage == "garbage" else data[:1000])
+    for path in tmp_path.glob("amlc.db-*"):
+        path.unlink()
+    for command in (["status"], ["ingest", str(DATA / "sample_test.csv"), "--split", "s"]):
+        result = amlc(tmp_path, *command, ok=False)
+        assert result.exit_code == 1 and "amlc store" in result.output, result.output
+
+
+def test_status_without_a_store_says_what_to_do(tmp_path):
+    result = amlc(tmp_path / "nothing", "status", ok=False)
+    assert "run `amlc ingest` first" in result.output
+
+
+def test_claims_never_overlap_and_expired_leases_return(tmp_path):
+    async def go():
+        conn = await open_writer(tmp_path / "s.db")
+        await conn.executemany("INSERT INTO images(link) VALUES (?)", [(f"u{i}",) for i in range(10)])
+        await conn.commit()
+        first = await jobs.claim(conn, "fetch", 4)
+        second = await jobs.claim(conn, "fetch", 4, lease_seconds=-1)  # already expired
+        assert not {c.item_id for c in first} & {c.item_id for c in second}
+        assert await jobs.release_expired(conn) == 4
+        third = await jobs.claim(conn, "fetch", 100)
+        taken_first = {c.item_id for c in first}
+        assert {c.item_id for c in third} == set(range(1, 11)) - taken_first
+        retried = {c.item_id: c.attempts for c in third if c.item_id in {s.item_id for s in second}}
+        assert len(retried) == 4 and set(retried.values()) == {2}
+        await conn.close()
+    run(go())
+
+
+def test_failures_retry_within_the_budget_then_fail(tmp_path):
+    policy = jobs.RetryPolicy(max_attempts=2, backoff_base=0.0)
+
+    async def go():
+        conn = await open_writer(tmp_path / "s.db")
+        await conn.execute("INSERT INTO images(link) VALUES ('u')")
+        states = []
+        for _ in range(2):
+            (item,) = await jobs.claim(conn, "fetch", 1)
+            await conn.execute(*jobs.failure_statement("fetch", item, "http 500", True, policy))
+            await conn.commit()
+            states += await _rows(conn, "SELECT state, attempts, last_error FROM jobs")
+        await conn.close()
+        return states
+    assert run(go()) == [("pending", 1, "http 500"), ("failed", 2, "http 500")]
+
+
+def test_triggers_chain_the_stages(tmp_path):
+    async def go():
+        conn = await open_writer(tmp_path / "s.db")
+        await conn.execute("INSERT INTO images(link) VALUES ('u')")
+        await conn.execute("INSERT INTO samples(split, idx, image_id, group_id, entity) VALUES ('t', 0, 1, 'g', 'width')")
+        for stage in ("fetch", "ocr"):
+            await conn.execute(*jobs.done_statement(stage, 1))
+        # a sample ingested after its image was OCR'd needs extraction at once
+        await conn.execute("INSERT INTO samples(split, idx, image_id, group_id, entity) VALUES ('t', 1, 1, 'g', 'depth')")
+        await conn.commit()
+        rows = await _rows(conn, "SELECT stage, item_id, state FROM jobs ORDER BY stage, item_id")
+        await conn.close()
+        return rows
+    assert run(go()) == [("extract", 1, "pending"), ("extract", 2, "pending"),
+                         ("fetch", 1, "done"), ("ocr", 1, "done")]
+
+
+def test_reader_cannot_write(tmp_path):
+    amlc(tmp_path, "ingest", str(DATA / "sample_test.csv"), "--split", "s")
+
+    async def go():
+        conn = await open_reader(tmp_path / "amlc.db")
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                await conn.execute("DELETE FROM samples")
+        finally:
+            await conn.close()
+    run(go())
+
+
+async def sqlite_conn(path):
+    import aiosqlite
+    return await aiosqlite.connect(path)
