@@ -53,7 +53,7 @@ CREATE INDEX jobs_claim ON jobs(stage, state, item_id);
 CREATE TABLE ocr_results (
     image_id   INTEGER NOT NULL REFERENCES images(id),
     engine     TEXT NOT NULL,
-    lines      TEXT NOT NULL,            -- JSON list of {text, confidence, box}
+    lines      TEXT NOT NULL,            -- OcrResult JSON: lines of {text, confidence, box}
     text       TEXT NOT NULL,            -- lines joined by newlines, for reading and prompts
     preprocess TEXT NOT NULL,            -- JSON of the preprocessing applied
     seconds    REAL,
