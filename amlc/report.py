@@ -49,7 +49,8 @@ async def sample_journey(conn: aiosqlite.Connection, split: str, idx: int) -> di
         SELECT stage, state, attempts, last_error, lease_until, updated_at FROM jobs
         WHERE (item_id = :image AND stage IN ('fetch', 'ocr'))
            OR (item_id = :sample AND stage NOT IN ('fetch', 'ocr'))
-        ORDER BY updated_at""", {"image": sample["image_id"], "sample": sample["id"]})
+        ORDER BY CASE stage WHEN 'fetch' THEN 0 WHEN 'ocr' THEN 1 WHEN 'extract' THEN 2 ELSE 3 END,
+                 stage""", {"image": sample["image_id"], "sample": sample["id"]})
     ocr = await fetch_all(conn, "SELECT engine, text, preprocess, seconds FROM ocr_results "
                                 "WHERE image_id = ?", (sample["image_id"],))
     predictions = await fetch_all(conn, "SELECT source, run_id, prediction, confidence, created_at "

@@ -29,9 +29,9 @@ def main(ctx: click.Context, workdir: str) -> None:
 
 
 def _register() -> None:
-    from . import data, query
+    from . import data, pipeline, query
 
-    for module in (data, query):
+    for module in (data, query, pipeline):
         for command in module.COMMANDS:
             main.add_command(command)
 

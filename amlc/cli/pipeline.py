@@ -1,0 +1,84 @@
+"""`amlc run`: the long-running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from ..jobs import retry_failed
+from ..pipeline import ALL_STAGES, RunConfig, run_pipeline
+from ..runlock import AlreadyRunning
+from ..store import open_writer
+from .common import console, run_async, workdir
+
+
+def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in value.split(",") if s.strip())
+    unknown = [s for s in names if s not in ALL_STAGES]
+    if unknown or not names:
+        raise click.BadParameter(f"choose from {','.join(ALL_STAGES)}; got {value!r}")
+    return names
+
+
+@click.command("run")
+@click.option("--stages", default=",".join(ALL_STAGES), show_default=True, callback=_stages,
+              help="Comma-separated stages to run.")
+@click.option("--exit-when-done", is_flag=True,
+              help="Stop once the chosen stages have no work left (for scripts). Without it, "
+                   "amlc run keeps waiting for newly ingested rows.")
+@click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
+@click.option("--log-every", default=10.0, show_default=True, help="Seconds between log lines.")
+@click.option("--concurrency", default=64, show_default=True, help="Concurrent downloads.")
+@click.option("--per-host", default=16, show_default=True, help="Concurrent downloads per host.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds of silence before a download is retried.")
+@click.option("--ocr-engine", type=click.Choice(["rapidocr", "paddleocr"]), default="rapidocr", show_default=True,
+              help="rapidocr: the light CPU default; paddleocr: the GPU path.")
+@click.option("--ocr-batch", default=8, show_default=True, help="Images per OCR engine call.")
+@click.option("--max-attempts", default=4, show_default=True, help="Tries per item and stage before it fails.")
+@click.option("--backoff", default=2.0, show_default=True, help="Seconds before the first retry; doubles per try.")
+@click.option("--retry-failed", is_flag=True, help="Give failed items a fresh retry budget first.")
+@click.pass_context
+def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: bool, no_dashboard: bool,
+                log_every: float, concurrency: int, per_host: int, timeout: float, ocr_engine: str,
+                ocr_batch: int, max_attempts: int, backoff: float, retry_failed: bool) -> None:
+    """Download, OCR and extract every ingested sample, resumably.
+
+    Each image is downloaded once (duplicate links share it), OCR'd once per engine, and
+    every sample gets the rules' answer. State lives in the store: kill it at any point and
+    run it again to carry on where it stopped. Ctrl-C finishes the work in flight and exits;
+    a second Ctrl-C exits at once. Watch it from another terminal with `amlc status`.
+
+    \b
+    Examples:
+      amlc run                                  # keeps running, picks up new ingests
+      amlc run --exit-when-done --no-dashboard  # for scripts
+      amlc run --stages fetch --concurrency 128
+    """
+    config = RunConfig(stages=stages, exit_when_done=exit_when_done, dashboard=not no_dashboard,
+                       log_every=log_every, fetch_workers=concurrency, per_host=per_host,
+                       fetch_timeout=timeout, ocr_engine=ocr_engine, ocr_batch=ocr_batch,
+                       max_attempts=max_attempts, backoff_base=backoff)
+    where = workdir(ctx)
+    if retry_failed:
+        run_async(lambda: _retry_failed(where.store))
+    try:
+        engine = run_async(lambda: run_pipeline(where, config))
+    except AlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from None
+    except asyncio.CancelledError:
+        console.print("stopped at once; finished work is in the store")
+        raise SystemExit(130) from None
+    done = ", ".join(f"{name} {s.done} done / {s.failed} failed" for name, s in engine.stats.items())
+    console.print(f"run finished: {done}")
+
+
+async def _retry_failed(store) -> None:
+    conn = await open_writer(store)
+    try:
+        console.print(f"{await retry_failed(conn)} failed item(s) get a fresh retry budget")
+    finally:
+        await conn.close()
+
+
+COMMANDS = [run_command]

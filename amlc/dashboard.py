@@ -1,0 +1,107 @@
+"""What a user watching `amlc run` sees: a live rich view on a terminal, log lines elsewhere.
+
+Totals come from the store (the whole job, across restarts); rates, retries and errors from
+this process's engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import aiosqlite
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .engine import Engine
+from .store import fetch_all
+
+
+@dataclass
+class StageCounts:
+    pending: int = 0
+    leased: int = 0
+    done: int = 0
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.leased + self.done + self.failed
+
+
+async def store_counts(reader: aiosqlite.Connection) -> dict[str, StageCounts]:
+    counts: dict[str, StageCounts] = {}
+    for row in await fetch_all(reader, "SELECT stage, state, n FROM stage_counts"):
+        setattr(counts.setdefault(row["stage"], StageCounts()), row["state"], row["n"])
+    return counts
+
+
+class Dashboard:
+    """Refreshes until cancelled; `live=False` prints one plain line per interval instead."""
+
+    def __init__(self, engine: Engine, reader: aiosqlite.Connection, live: bool,
+                 interval: float = 0.5, console: Console | None = None) -> None:
+        self.engine = engine
+        self.reader = reader
+        self.live = live
+        self.interval = interval
+        self.console = console or Console(stderr=True)
+        self.started = time.monotonic()
+        self.progress = Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]:>9}"), TimeRemainingColumn(),
+                                 console=self.console)
+        self.bars: dict[str, TaskID] = {s.name: self.progress.add_task(s.name, total=None, rate="")
+                                        for s in engine.stages}
+
+    async def run(self) -> None:
+        if not self.live:
+            while True:
+                await asyncio.sleep(self.interval)
+                self.console.print(await self.line(), markup=False, highlight=False)
+        with Live(console=self.console, refresh_per_second=4, transient=False) as live:
+            while True:
+                live.update(await self.view())
+                await asyncio.sleep(self.interval)
+
+    def rate(self, name: str) -> float:
+        return self.engine.stats[name].done / max(time.monotonic() - self.started, 1e-9)
+
+    async def line(self) -> str:
+        counts = await store_counts(self.reader)
+        parts = []
+        for name, stats in self.engine.stats.items():
+            c = counts.get(name, StageCounts())
+            parts.append(f"{name} {c.done + c.failed}/{c.total} ({c.failed} failed, "
+                         f"{self.rate(name):.1f}/s, queue {stats.queued})")
+        return f"[{time.monotonic() - self.started:7.0f}s] " + " | ".join(parts)
+
+    async def view(self) -> Group:
+        counts = await store_counts(self.reader)
+        for name, bar in self.bars.items():
+            c = counts.get(name, StageCounts())
+            self.progress.update(bar, total=c.total or None, completed=c.done + c.failed,
+                                 rate=f"{self.rate(name):.1f}/s")
+        return Group(self.progress, self._table(counts), self._errors())
+
+    def _table(self, counts: dict[str, StageCounts]) -> Table:
+        table = Table(box=None, pad_edge=False)
+        for column in ("stage", "pending", "queued", "in flight", "done", "retries", "failed"):
+            table.add_column(column, justify="right")
+        for name, stats in self.engine.stats.items():
+            c = counts.get(name, StageCounts())
+            table.add_row(name, str(c.pending), str(stats.queued), str(stats.in_flight),
+                          str(c.done), str(stats.retried), str(c.failed))
+        return table
+
+    def _errors(self) -> Table:
+        table = Table(title="errors (this run)", title_justify="left", box=None, show_header=False)
+        for stats in self.engine.stats.values():
+            for reason, n in stats.errors.most_common(3):
+                table.add_row(str(n), reason)
+        for stats in self.engine.stats.values():
+            for error in stats.last_errors:
+                table.add_row("last", error[:110])
+        return table

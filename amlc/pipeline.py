@@ -1,0 +1,102 @@
+"""Assemble and run the daemon: open the store, build the chosen stages, run the engine with
+its dashboard, and stop cleanly on SIGINT/SIGTERM (a second SIGINT stops at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dashboard import Dashboard
+from .engine import Engine
+from .jobs import RetryPolicy, release_expired
+from .runlock import RunLock
+from .store import open_reader, open_writer
+from .workdir import Workdir
+from .writer import BatchWriter
+
+ALL_STAGES = ("fetch", "ocr", "extract")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    stages: tuple[str, ...] = ALL_STAGES
+    exit_when_done: bool = False
+    dashboard: bool = True           # live rich view; False prints log lines
+    log_every: float = 10.0          # seconds between log lines without the dashboard
+    fetch_workers: int = 64          # concurrent downloads
+    per_host: int = 16               # concurrent downloads per host (one CDN host in practice)
+    fetch_timeout: float = 30.0      # seconds of read silence before a download is retried
+    ocr_engine: str = "rapidocr"
+    ocr_batch: int = 8               # images per engine call
+    max_attempts: int = 4            # tries per item and stage before it is marked failed
+    backoff_base: float = 2.0        # seconds before a failed item is retried; doubles per try
+    lease_seconds: float = 600.0     # a claim older than this belongs to a dead worker
+    poll_seconds: float = 1.0        # how often idle stages look for newly ingested rows
+    fetch_options: dict[str, Any] = field(default_factory=dict)  # extra FetchConfig fields
+
+
+async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitStack) -> list[Any]:
+    from .stages import ExtractStage, FetchStage, OcrStage
+
+    policy = RetryPolicy(config.max_attempts, config.backoff_base)
+    stages: list[Any] = []
+    if "fetch" in config.stages:
+        from .fetch import FetchConfig, Fetcher
+        fetch_config = FetchConfig(concurrency=config.fetch_workers, per_host=config.per_host,
+                                   read_timeout=config.fetch_timeout, **config.fetch_options)
+        fetcher = await stack.enter_async_context(Fetcher(workdir.images, fetch_config))
+        stages.append(FetchStage(fetcher, config.fetch_workers, policy))
+    if "ocr" in config.stages:
+        from .ocr import load_engine
+        stages.append(OcrStage(load_engine(config.ocr_engine), config.ocr_batch, policy))
+    if "extract" in config.stages:
+        from .extract import Extractor
+        stages.append(ExtractStage(Extractor.load(), config.ocr_engine, policy))
+    return stages
+
+
+async def run_pipeline(workdir: Workdir, config: RunConfig) -> Engine:
+    with RunLock(workdir.run_lock):
+        async with AsyncExitStack() as stack:
+            conn = await open_writer(workdir.store)
+            stack.push_async_callback(conn.close)
+            # We hold the run lock, so every lease left in the store is a dead process's.
+            await release_expired(conn, everything=True)
+            reader = await open_reader(workdir.store)
+            stack.push_async_callback(reader.close)
+            writer = await stack.enter_async_context(BatchWriter(conn))
+            engine = Engine(await _build_stages(config, workdir, stack), writer, reader,
+                            config.lease_seconds, config.poll_seconds)
+            live = config.dashboard and sys.stderr.isatty()
+            dashboard = Dashboard(engine, reader, live, 0.5 if live else config.log_every)
+            await _run_with_signals(engine, dashboard, config.exit_when_done)
+            return engine
+
+
+async def _run_with_signals(engine: Engine, dashboard: Dashboard, exit_when_done: bool) -> None:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    show = asyncio.create_task(dashboard.run())
+
+    def on_signal(signum: int) -> None:
+        if engine.stopping.is_set() and signum == signal.SIGINT and main:
+            main.cancel()  # second Ctrl-C: stop now; what was committed stays committed
+            return
+        dashboard.console.print("stopping: finishing work in flight (Ctrl-C again to stop at once)")
+        engine.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await engine.run(exit_when_done)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        show.cancel()
+        await asyncio.gather(show, return_exceptions=True)
+        if not dashboard.live:
+            dashboard.console.print(await dashboard.line(), markup=False, highlight=False)

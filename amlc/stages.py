@@ -1,0 +1,146 @@
+"""The pipeline's stages as the engine sees them: read inputs for claimed items, do the work,
+return the statements that record each outcome.
+
+fetch: image link -> content-addressed file; ocr: file -> lines; extract: sample + lines -> answer.
+Each stage only knows its own work; the engine owns claiming, queues, retries and writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import aiosqlite
+
+from .jobs import Claimed, RetryPolicy, done_statement, failure_statement
+from .store import fetch_all
+from .writer import Statement
+
+
+@dataclass
+class Outcome:
+    item: Claimed
+    statements: list[Statement] = field(default_factory=list)  # recorded with the job's new state
+    error: str | None = None
+    retryable: bool = False
+
+
+class Stage(Protocol):
+    name: str
+    workers: int      # concurrent workers (coroutines) pulling from the stage's queue
+    batch: int        # items one worker takes at once (OCR batches on the GPU)
+    policy: RetryPolicy
+
+    async def prepare(self, reader: aiosqlite.Connection, items: list[Claimed]) -> list[tuple[Claimed, Any]]: ...
+
+    async def process(self, tasks: list[tuple[Claimed, Any]]) -> list[Outcome]: ...
+
+
+def settle(stage: str, outcome: Outcome, policy: RetryPolicy) -> list[Statement]:
+    """The outcome's own statements followed by the job's transition, in one transaction."""
+    if outcome.error is None:
+        return [*outcome.statements, done_statement(stage, outcome.item.item_id)]
+    return [failure_statement(stage, outcome.item, outcome.error, outcome.retryable, policy)]
+
+
+def _placeholders(items: Sequence[Claimed]) -> str:
+    return ",".join(str(int(i.item_id)) for i in items)
+
+
+class FetchStage:
+    name = "fetch"
+    batch = 1
+
+    def __init__(self, fetcher: Any, workers: int, policy: RetryPolicy) -> None:
+        self.fetcher = fetcher  # amlc.fetch.Fetcher, entered by the engine
+        self.workers = workers
+        self.policy = policy
+
+    async def prepare(self, reader, items):
+        rows = await fetch_all(reader, f"SELECT id, link FROM images WHERE id IN ({_placeholders(items)})")
+        links = {r["id"]: r["link"] for r in rows}
+        return [(item, links[item.item_id]) for item in items]
+
+    async def process(self, tasks):
+        return [await self._one(item, link) for item, link in tasks]
+
+    async def _one(self, item: Claimed, link: str) -> Outcome:
+        got = await self.fetcher.fetch(link)
+        if got.error:
+            return Outcome(item, error=got.error, retryable=got.retryable)
+        record = ("UPDATE images SET path = ?, sha256 = ?, width = ?, height = ?, size = ? WHERE id = ?",
+                  (str(got.path), got.sha256, got.width, got.height, got.size, item.item_id))
+        return Outcome(item, [record])
+
+
+class OcrStage:
+    name = "ocr"
+    workers = 1  # one engine; it batches internally and is not shared between threads
+
+    def __init__(self, engine: Any, batch: int, policy: RetryPolicy) -> None:
+        self.engine = engine  # an amlc.ocr engine: read(paths) -> list[OcrResult]
+        self.batch = batch
+        self.policy = policy
+        self.calls = 0  # images handed to the engine, for tests and the dashboard
+
+    async def prepare(self, reader, items):
+        rows = await fetch_all(reader, f"SELECT id, path FROM images WHERE id IN ({_placeholders(items)})")
+        paths = {r["id"]: r["path"] for r in rows}
+        return [(item, paths[item.item_id]) for item in items]
+
+    async def process(self, tasks):
+        try:
+            results = await self._read([path for _, path in tasks])
+        except Exception:
+            if len(tasks) == 1:
+                raise
+            # one bad image must not fail its batch: retry them one by one
+            return [outcome for task in tasks for outcome in await self.process([task])]
+        return [Outcome(item, [self._record(item, result)]) for (item, _), result in zip(tasks, results)]
+
+    async def _read(self, paths: list[str]) -> list[Any]:
+        self.calls += len(paths)
+        # OCR is CPU/GPU bound: a worker thread keeps the event loop (downloads) moving
+        return await asyncio.to_thread(self.engine.read, paths)
+
+    def _record(self, item: Claimed, result: Any) -> Statement:
+        return ("INSERT OR REPLACE INTO ocr_results(image_id, engine, lines, text, preprocess, "
+                "seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (item.item_id, result.engine, result.to_json(), result.text(),
+                 json.dumps(result.preprocess), result.seconds, time.time()))
+
+
+class ExtractStage:
+    name = "extract"
+    workers = 1
+    batch = 64
+
+    def __init__(self, extractor: Any, engine_name: str, policy: RetryPolicy) -> None:
+        self.extractor = extractor  # amlc.extract.Extractor
+        self.engine_name = engine_name
+        self.policy = policy
+
+    async def prepare(self, reader, items):
+        rows = await fetch_all(reader, f"""
+            SELECT s.id, s.entity, s.group_id, o.lines FROM samples s
+            LEFT JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
+            WHERE s.id IN ({_placeholders(items)})""", (self.engine_name,))
+        found = {r["id"]: r for r in rows}
+        return [(item, found[item.item_id]) for item in items]
+
+    async def process(self, tasks):
+        return await asyncio.to_thread(lambda: [self._one(item, row) for item, row in tasks])
+
+    def _one(self, item: Claimed, row: Any) -> Outcome:
+        if row["lines"] is None:
+            return Outcome(item, error=f"no OCR result from {self.engine_name}")
+        from .ocr import OcrResult
+        lines = OcrResult.from_json(row["lines"]).lines
+        prediction = self.extractor.predict(row["entity"], lines, row["group_id"])
+        record = ("INSERT OR REPLACE INTO predictions(sample_id, source, prediction, confidence, "
+                  "created_at) VALUES (?, 'rules', ?, ?, ?)",
+                  (item.item_id, prediction.text(), prediction.confidence, time.time()))
+        return Outcome(item, [record])
