@@ -1,0 +1,167 @@
+"""The PP-OCR ONNX models shipped inside the rapidocr wheel, and PaddleOCR model folders made from them.
+
+Nothing is ever downloaded: both backends read the same det/rec ONNX files from the installed
+`rapidocr` package. PaddleOCR 3.x wants a folder per model holding `inference.onnx` and an
+`inference.yml` (pre/post-processing and, for recognition, the character dictionary); we write
+those folders ourselves from the wheel's files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_WHEEL_MODEL = re.compile(r"^(PP-OCRv\d+)_(det|rec)_(\w+)\.onnx$")
+
+
+@dataclass(frozen=True)
+class WheelModel:
+    path: Path
+    version: str  # e.g. "PP-OCRv6"
+    task: str  # "det" | "rec"
+    size: str  # e.g. "small"
+
+    @property
+    def paddle_name(self) -> str:
+        # PaddleX spells the same model "PP-OCRv6_small_det" (rapidocr: "PP-OCRv6_det_small").
+        return f"{self.version}_{self.size}_{self.task}"
+
+
+@dataclass(frozen=True)
+class Device:
+    cuda: bool
+    index: int = 0
+
+    def __str__(self) -> str:
+        return f"cuda:{self.index}" if self.cuda else "cpu"
+
+
+def parse_device(device: str) -> Device:
+    """"cpu", "cuda" or "cuda:N"; CUDA also requires onnxruntime-gpu's CUDA provider."""
+    name, _, idx = device.strip().lower().partition(":")
+    if name == "cpu" and not idx:
+        return Device(cuda=False)
+    if name in ("cuda", "gpu") and (not idx or idx.isdigit()):
+        _require_cuda_provider()
+        return Device(cuda=True, index=int(idx or 0))
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def _require_cuda_provider() -> None:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise RuntimeError(
+            "device='cuda' needs onnxruntime-gpu (CUDAExecutionProvider); "
+            f"this onnxruntime offers {available}"
+        )
+
+
+def wheel_dir() -> Path:
+    import rapidocr
+
+    return Path(rapidocr.__file__).resolve().parent / "models"
+
+
+def wheel_model(task: str) -> WheelModel:
+    """The det or rec model the installed rapidocr wheel ships (the newest if several)."""
+    found = []
+    for path in sorted(wheel_dir().glob("*.onnx")):
+        m = _WHEEL_MODEL.match(path.name)
+        if m and m.group(2) == task:
+            found.append(WheelModel(path, m.group(1), m.group(2), m.group(3)))
+    if not found:
+        raise RuntimeError(f"no PP-OCR {task} model in {wheel_dir()}; is rapidocr 3.x installed?")
+    return max(found, key=lambda m: int(m.version.removeprefix("PP-OCRv")))
+
+
+def character_list(rec: Path) -> list[str]:
+    """The recogniser's dictionary, stored by PaddleOCR's exporter in the ONNX metadata."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(rec), providers=["CPUExecutionProvider"])
+    chars = session.get_modelmeta().custom_metadata_map.get("character")
+    if not chars:
+        raise RuntimeError(f"{rec} carries no 'character' metadata; cannot decode its output")
+    # split on "\n" only: str.splitlines would also break on characters in the dictionary itself.
+    return chars.split("\n")
+
+
+def det_config() -> dict[str, Any]:
+    # PaddleOCR's own PP-OCRv5/v6 detection settings (BGR input, ImageNet normalisation, DB post-process).
+    return {
+        "PreProcess": {
+            "transform_ops": [
+                {"DecodeImage": {"channel_first": False, "img_mode": "BGR"}},
+                {"DetResizeForTest": {"limit_side_len": 736, "limit_type": "min"}},
+                {"NormalizeImage": {
+                    "mean": [0.485, 0.456, 0.406],
+                    "std": [0.229, 0.224, 0.225],
+                    "scale": "1./255.",
+                    "order": "hwc",
+                }},
+                {"ToCHWImage": None},
+            ]
+        },
+        "PostProcess": {
+            "name": "DBPostProcess",
+            "thresh": 0.3,
+            "box_thresh": 0.6,
+            "max_candidates": 1000,
+            "unclip_ratio": 1.5,
+        },
+    }
+
+
+def rec_config(chars: list[str]) -> dict[str, Any]:
+    return {
+        "PreProcess": {
+            "transform_ops": [
+                {"DecodeImage": {"channel_first": False, "img_mode": "BGR"}},
+                {"RecResizeImg": {"image_shape": [3, 48, 320]}},
+            ]
+        },
+        "PostProcess": {"name": "CTCLabelDecode", "character_dict": chars},
+    }
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "amlc" / "paddle-models"
+
+
+def paddle_model_dirs(cache_dir: Path | None = None) -> dict[str, tuple[str, Path]]:
+    """Write (once) and return {"det": (name, folder), "rec": (name, folder)} for PaddleOCR."""
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    det, rec = wheel_model("det"), wheel_model("rec")
+    return {
+        "det": (det.paddle_name, _ensure_folder(root, det, lambda: det_config())),
+        "rec": (rec.paddle_name, _ensure_folder(root, rec, lambda: rec_config(character_list(rec.path)))),
+    }
+
+
+def _ensure_folder(root: Path, model: WheelModel, config) -> Path:
+    folder = root / model.paddle_name
+    onnx, yml = folder / "inference.onnx", folder / "inference.yml"
+    if yml.exists() and onnx.exists() and onnx.stat().st_size == model.path.stat().st_size:
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    # Build in a temporary sibling and rename, so a crash never leaves a half-written folder behind.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model.paddle_name}-", dir=root))
+    try:
+        shutil.copyfile(model.path, tmp / "inference.onnx")
+        body = {"Global": {"model_name": model.paddle_name}, **config()}
+        (tmp / "inference.yml").write_text(yaml.safe_dump(body, allow_unicode=True), encoding="utf-8")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

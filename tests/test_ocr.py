@@ -1,0 +1,160 @@
+"""The OCR stage on rendered labels and real product images, with both backends, no mocks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from amlc.ocr import OcrEngine, OcrError, OcrResult, Preprocess, load_engine
+from amlc.ocr.models import character_list, paddle_model_dirs, wheel_model
+
+from images import TEST_IMAGES, render_label, real_images
+
+LABEL = ["Net Wt 500 g", "12.5 cm", "100-240V", "1500 W", "Volume 750 ml"]
+
+
+def norm(text: str) -> str:
+    """Case and spacing are not content: '100 - 240 v' and '100-240V' say the same."""
+    return re.sub(r"\s+", "", text).lower()
+
+
+@pytest.fixture(scope="module")
+def rapid() -> OcrEngine:
+    return load_engine("rapidocr")
+
+
+@pytest.fixture(scope="module")
+def paddle(tmp_path_factory: pytest.TempPathFactory) -> OcrEngine:
+    pytest.importorskip("paddleocr")
+    return load_engine("paddleocr", model_dir=tmp_path_factory.mktemp("paddle-models"))
+
+
+@pytest.fixture(scope="module", params=["rapidocr", "paddleocr"])
+def engine(request: pytest.FixtureRequest) -> OcrEngine:
+    return request.getfixturevalue("rapid" if request.param == "rapidocr" else "paddle")
+
+
+def assert_boxes_inside(result: OcrResult, width: int, height: int) -> None:
+    for line in result.lines:
+        assert len(line.box) == 4
+        for x, y in line.box:
+            assert 0 <= x <= width and 0 <= y <= height, (line.text, line.box, width, height)
+
+
+def test_reads_rendered_label(engine: OcrEngine) -> None:
+    [result] = engine.read([render_label(LABEL)])
+    assert result.engine == engine.name
+    got = [norm(line.text) for line in result.lines]
+    for expected in LABEL:
+        assert norm(expected) in got, (expected, result.text())
+    assert all(0.5 <= line.confidence <= 1.0 for line in result.lines)
+    assert_boxes_inside(result, 900, 600)
+
+
+def test_lines_come_top_to_bottom_with_their_own_boxes(engine: OcrEngine) -> None:
+    [result] = engine.read([render_label(LABEL)])
+    tops = {norm(line.text): min(y for _, y in line.box) for line in result.lines}
+    order = [tops[norm(text)] for text in LABEL]
+    assert order == sorted(order), tops
+
+
+def test_real_images_mostly_read(engine: OcrEngine) -> None:
+    paths = real_images(6, stride=47)
+    results = engine.read(paths)
+    assert len(results) == len(paths)
+    assert sum(bool(r.text().strip()) for r in results) >= 4, [r.text() for r in results]
+    for path, result in zip(paths, results):
+        with Image.open(path) as img:
+            assert result.preprocess["original_size"] == list(img.size)
+            assert_boxes_inside(result, *img.size)
+
+
+def test_bytes_and_path_read_the_same(rapid: OcrEngine, tmp_path: Path) -> None:
+    path = real_images(1)[0]
+    by_path, by_bytes = rapid.read([path, path.read_bytes()])
+    assert by_path.lines == by_bytes.lines
+
+
+@pytest.mark.parametrize("name", ["rapidocr", "paddleocr"])
+def test_resize_is_recorded_and_boxes_map_back(name: str, tmp_path: Path) -> None:
+    if name == "paddleocr":
+        pytest.importorskip("paddleocr")
+    big = render_label(LABEL[:3], size=(2700, 1800), font_size=168)
+    small = load_engine(name, preprocess=Preprocess(max_side=900), model_dir=tmp_path)
+    full = load_engine(name, preprocess=Preprocess(max_side=None), model_dir=tmp_path)
+    [shrunk], [native] = small.read([big]), full.read([big])
+
+    assert shrunk.preprocess["max_side"] == 900
+    assert shrunk.preprocess["original_size"] == [2700, 1800]
+    assert shrunk.preprocess["size"] == [900, 600]
+    assert shrunk.preprocess["scale"] == pytest.approx(1 / 3, abs=1e-4)
+    assert native.preprocess["scale"] == 1.0
+    assert_boxes_inside(shrunk, 2700, 1800)
+    # Boxes are in original pixels: the same line lands at the same place whether or not the
+    # image was shrunk first. Detection differs by a few prepared pixels (x3 here), far less
+    # than the 900-vs-2700 pixel gap an unmapped box would show.
+    shrunk_boxes = {norm(line.text): line.box for line in shrunk.lines}
+    assert set(shrunk_boxes) == {norm(line.text) for line in native.lines}
+    for line in native.lines:
+        for (x1, y1), (x2, y2) in zip(line.box, shrunk_boxes[norm(line.text)]):
+            assert abs(x1 - x2) < 56 and abs(y1 - y2) < 56, (line.text, line.box)
+    assert max(x for line in shrunk.lines for x, _ in line.box) > 900
+
+
+def test_autocontrast_is_recorded_and_reads_faded_label(rapid: OcrEngine) -> None:
+    faded = render_label(LABEL[:3], ink=(150, 150, 150), paper=(175, 175, 175), fmt="JPEG")
+    engine = load_engine("rapidocr", preprocess=Preprocess(autocontrast=True, cutoff=2.0))
+    [result] = engine.read([faded])
+    assert result.preprocess["autocontrast"] is True and result.preprocess["cutoff"] == 2.0
+    assert [norm(line.text) for line in result.lines] == [norm(t) for t in LABEL[:3]]
+    [plain] = rapid.read([faded])
+    assert plain.preprocess["autocontrast"] is False
+
+
+def test_json_round_trip(rapid: OcrEngine) -> None:
+    [result] = rapid.read([render_label(LABEL[:2])])
+    again = OcrResult.from_json(result.to_json())
+    assert again == result
+    assert again.text() == result.text() == "Net Wt 500 g\n12.5 cm"
+
+
+def test_not_an_image_raises_ocr_error(rapid: OcrEngine) -> None:
+    good = render_label(["1 kg"])
+    with pytest.raises(OcrError, match="not an image") as err:
+        rapid.read([good, b"<html>404 Not Found</html>"])
+    assert err.value.index == 1
+    assert isinstance(err.value, ValueError)
+    with pytest.raises(OcrError, match="cannot decode"):
+        rapid.read([render_label(["1 kg"], fmt="JPEG")[:400]])  # truncated download
+    with pytest.raises(OcrError, match="no such file"):
+        rapid.read([TEST_IMAGES / "missing.jpg"])
+    assert rapid.read([]) == []
+
+
+def test_engine_and_device_are_checked() -> None:
+    import onnxruntime
+
+    with pytest.raises(ValueError, match="unknown OCR engine"):
+        load_engine("tesseract")
+    with pytest.raises(ValueError, match="device"):
+        load_engine("rapidocr", device="tpu")
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+            load_engine("rapidocr", device="cuda")
+
+
+def test_paddle_model_folders_come_from_the_wheel(tmp_path: Path) -> None:
+    dirs = paddle_model_dirs(tmp_path)
+    rec = wheel_model("rec")
+    for task, (name, folder) in dirs.items():
+        assert (folder / "inference.onnx").stat().st_size == wheel_model(task).path.stat().st_size
+        config = yaml.safe_load((folder / "inference.yml").read_text(encoding="utf-8"))
+        assert config["Global"]["model_name"] == name == wheel_model(task).paddle_name
+    chars = yaml.safe_load((dirs["rec"][1] / "inference.yml").read_text(encoding="utf-8"))
+    assert chars["PostProcess"]["character_dict"] == character_list(rec.path)
+    assert {"0", "9", "c", "m", "V", "W"} <= set(chars["PostProcess"]["character_dict"])
+    assert paddle_model_dirs(tmp_path) == dirs  # written once, reused
