@@ -1,0 +1,91 @@
+"""Prompts for the text-to-answer model and their completions.
+
+A prompt names the entity, its allowed units, the rule candidates (when any) and the OCR fragments
+most likely to hold the answer. The completion is `" " + canonical answer`: the leading space is
+its own token for the tokenizers we use (digits and spaces split apart), so the prompt, which ends
+on `answer:`, always ends on a token boundary, and the grammar in `grammar.py` starts with that space.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable, Sequence
+
+from ..units import ENTITY_UNITS, UNIT_ALIASES, Answer, check_entity
+
+ANSWER_PREFIX = " "  # completion = ANSWER_PREFIX + str(answer); grammar.py matches it
+PROMPT_END = "answer:"
+FRAGMENT_WORDS = 8  # OCR text without line breaks is cut into windows of this many words
+DEFAULT_TOKEN_BUDGET = 160
+
+_DIGIT = re.compile(r"\d")
+_WORD = re.compile(r"[a-zA-Zµ\"']+")
+_UNIT_WORDS = frozenset(k for k in UNIT_ALIASES if len(k) > 1 or k in ("g", "m", "l", "v", "w", '"', "'"))
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate (digits are single tokens, words ~4 chars) for budgets."""
+    return len(_DIGIT.findall(text)) + len(text) // 4 + 1
+
+
+def fragments(ocr_text: str, words: int = FRAGMENT_WORDS) -> list[str]:
+    """OCR lines; a line longer than `words` words is cut into windows so budgets bite evenly."""
+    out: list[str] = []
+    for line in ocr_text.splitlines():
+        tokens = line.split()
+        out += [" ".join(tokens[i:i + words]) for i in range(0, len(tokens), words)]
+    return out
+
+
+def fragment_rank(fragment: str) -> int:
+    """0: a number and a unit word, 1: a number, 2: anything else (kept only if budget allows)."""
+    if not _DIGIT.search(fragment):
+        return 2
+    lowered = fragment.lower()
+    has_unit = any(w in _UNIT_WORDS for w in _WORD.findall(lowered)) or bool(
+        re.search(r"\d\s*(cm|mm|kg|g|ml|l|v|w|oz|lb|lbs|in|ft|\"|')\b", lowered))
+    return 0 if has_unit else 1
+
+
+def select_fragments(ocr_text: str, budget: int = DEFAULT_TOKEN_BUDGET,
+                     count: Callable[[str], int] = estimate_tokens) -> list[str]:
+    """The fragments that matter most, best rank first (text order within a rank), within budget."""
+    ranked = sorted(enumerate(fragments(ocr_text)), key=lambda p: (fragment_rank(p[1]), p[0]))
+    chosen: list[str] = []
+    used = 0
+    for _, fragment in ranked:
+        cost = count(fragment) + 1
+        if used + cost > budget:
+            continue
+        chosen.append(fragment)
+        used += cost
+    return chosen
+
+
+def build_prompt(entity: str, ocr_text: str, candidates: Sequence[str] | None = None,
+                 budget: int = DEFAULT_TOKEN_BUDGET, count: Callable[[str], int] = estimate_tokens) -> str:
+    """The model's input for one row; ends with PROMPT_END, no trailing space."""
+    check_entity(entity)
+    lines = [f"entity: {entity}", f"units: {', '.join(ENTITY_UNITS[entity])}"]
+    if candidates:
+        lines.append("candidates: " + " | ".join(candidates[:4]))
+    lines.append("text: " + " | ".join(select_fragments(ocr_text, budget, count)))
+    lines.append(PROMPT_END)
+    return "\n".join(lines)
+
+
+def completion(answer: Answer | None) -> str:
+    """The target text: the leading space then the canonical answer; an abstention is empty."""
+    return "" if answer is None else ANSWER_PREFIX + str(answer)
+
+
+def answer_text(generated: str) -> str:
+    """A generated completion back to a submission cell (strip the leading space)."""
+    return generated.strip()
+
+
+def unique_items(items: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[int]]:
+    """Distinct (entity, prompt) pairs and, per input item, the index of its distinct pair."""
+    seen: dict[tuple[str, str], int] = {}
+    index = [seen.setdefault(item, len(seen)) for item in items]
+    return list(seen), index

@@ -1,0 +1,222 @@
+"""LoRA fine-tuning: Unsloth when CUDA is present and it imports, else PEFT + TRL's SFTTrainer.
+
+The choice is made at run time, logged, written to `train_info.json` and returned. Unsloth is
+only imported when `torch.cuda.is_available()`, with `UNSLOTH_DISABLE_CPU_FALLBACK=1`, because
+on a CPU its fallback would patch TRL for the whole process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters; configs/*.toml documents each one."""
+
+    max_steps: int = 600
+    batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float = 1e-3
+    warmup_ratio: float = 0.05
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    max_length: int = 384
+    save_steps: int = 100
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    seed: int = 0
+    threads: int = 1
+
+
+@dataclass
+class TrainResult:
+    backend: str          # "unsloth" or "peft"
+    adapter_dir: Path
+    steps: int
+    final_loss: float | None
+    seconds: float
+
+
+def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
+    """A TrainConfig from a TOML file (a bare name means configs/NAME.toml); unknown keys raise."""
+    values: dict = {}
+    if path:
+        p = Path(path)
+        if not p.exists() and (CONFIG_DIR / f"{p.name}.toml").exists():
+            p = CONFIG_DIR / f"{p.name}.toml"
+        values = tomllib.loads(p.read_text(encoding="utf-8"))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    return TrainConfig(**values)
+
+
+def is_gguf(base: str | Path) -> bool:
+    return str(base).endswith(".gguf")
+
+
+def load_base(base: str | Path):
+    """(model, tokenizer) in float32 from an HF folder or a GGUF file (dequantized by transformers)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(base)
+    where, extra = (p.parent, {"gguf_file": p.name}) if is_gguf(p) else (p, {})
+    tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **extra)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def materialize_base(base: str | Path, folder: Path) -> Path:
+    """An HF folder for the base (a GGUF is dequantized once and saved); folders pass through."""
+    if not is_gguf(base):
+        return Path(base)
+    if not (folder / "config.json").exists():
+        model, tokenizer = load_base(base)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+def choose_backend() -> str:
+    """'unsloth' only with CUDA and an importable unsloth; 'peft' otherwise."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "peft"
+    os.environ.setdefault("UNSLOTH_DISABLE_CPU_FALLBACK", "1")
+    try:
+        import unsloth  # noqa: F401  (must precede transformers/trl use to patch them)
+    except Exception as exc:  # not installed, or refuses this GPU
+        log.warning("unsloth unavailable (%s); using PEFT + TRL", exc)
+        return "peft"
+    return "unsloth"
+
+
+def _unsloth_model(base_dir: Path, config: TrainConfig):
+    from unsloth import FastLanguageModel
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=str(base_dir), max_seq_length=config.max_length, load_in_4bit=False)
+    model = FastLanguageModel.get_peft_model(
+        model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules, bias="none", random_state=config.seed,
+        use_gradient_checkpointing="unsloth")
+    return model, tokenizer, None
+
+
+def _peft_model(base: str | Path, config: TrainConfig):
+    from peft import LoraConfig
+
+    model, tokenizer = load_base(base)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+    return model, tokenizer, lora
+
+
+def trainer_class():
+    """TRL's SFTTrainer, or, where its fused-loss kernel cannot load (it needs Triton, absent from
+    CPU builds of torch), a subclass with the plain causal-LM loss, as TRL advises (override
+    compute_loss). The collator already masks prompt tokens in `labels`, so the loss stays
+    completion-only."""
+    import importlib.util
+
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    if importlib.util.find_spec("triton") is not None:
+        return SFTTrainer
+
+    class PlainLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return PlainLossSFTTrainer
+
+
+def sft_args(out: Path, config: TrainConfig, cpu: bool):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out / "checkpoints"), max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate, warmup_steps=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler, weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps, save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, seed=config.seed, max_length=config.max_length,
+        completion_only_loss=True, packing=False, report_to="none", use_cpu=cpu,
+        bf16=not cpu, fp16=False,  # TRL defaults to bf16 autocast, ~30x slower on CPUs without AMX
+        dataloader_num_workers=0, disable_tqdm=True)
+
+
+def load_rows(data: str | Path):
+    """The JSONL as a datasets.Dataset with only prompt/completion (TRL's prompt-completion form)."""
+    from datasets import load_dataset
+
+    dataset = load_dataset("json", data_files=str(data), split="train")
+    return dataset.remove_columns([c for c in dataset.column_names if c not in ("prompt", "completion")])
+
+
+def train(base: str | Path, data: str | Path, out: str | Path, config: TrainConfig | None = None,
+          resume: bool = False) -> TrainResult:
+    """LoRA-train base on the SFT JSONL; the adapter lands in OUT/adapter. Resumes from the
+    newest checkpoint under OUT/checkpoints when resume is set and one exists."""
+    import torch
+    from transformers.trainer_utils import get_last_checkpoint
+    config = config or TrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    backend = choose_backend()
+    log.info("LoRA backend: %s", backend)
+    if backend == "unsloth":
+        model, tokenizer, lora = _unsloth_model(materialize_base(base, out / "base_hf"), config)
+    else:
+        torch.set_num_threads(config.threads)  # shared CPU cores: one thread is fastest
+        model, tokenizer, lora = _peft_model(base, config)
+    trainer = trainer_class()(model=model, args=sft_args(out, config, cpu=backend != "unsloth"),
+                              train_dataset=load_rows(data), processing_class=tokenizer, peft_config=lora)
+    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
+    started = time.time()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    adapter = out / "adapter"
+    trainer.save_model(str(adapter))
+    tokenizer.save_pretrained(str(adapter))
+    result = TrainResult(backend, adapter, output.global_step, _last_loss(trainer), time.time() - started)
+    _write_info(out, base, data, config, result, checkpoint)
+    return result
+
+
+def _last_loss(trainer) -> float | None:
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return losses[-1] if losses else None
+
+
+def _write_info(out: Path, base, data, config: TrainConfig, result: TrainResult, resumed: str | None) -> None:
+    info = {"backend": result.backend, "base": str(Path(base).resolve()), "data": str(Path(data).resolve()),
+            "config": asdict(config), "steps": result.steps, "final_loss": result.final_loss,
+            "seconds": round(result.seconds, 1), "resumed_from": resumed}
+    (out / "train_info.json").write_text(json.dumps(info, indent=2))
+
+
+def read_info(out: str | Path) -> dict:
+    return json.loads((Path(out) / "train_info.json").read_text())
