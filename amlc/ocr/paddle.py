@@ -7,6 +7,7 @@ ONNX models run on onnxruntime-gpu's CUDA execution provider.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
+from .base import GPU_REC_BATCH, MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
 from .models import Device, paddle_model_dirs
 from .preprocess import Prepared, Preprocess, prepare_all, to_original
 
@@ -30,6 +31,7 @@ class PaddleOcrEngine:
         os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
         from paddleocr import PaddleOCR
 
+        logging.getLogger("paddlex").setLevel(logging.WARNING)  # one INFO line per model load
         dirs = paddle_model_dirs(model_dir)
         self.preprocess = preprocess
         self.device = device
@@ -46,6 +48,7 @@ class PaddleOcrEngine:
             text_rec_score_thresh=MIN_CONFIDENCE,
             text_det_limit_side_len=preprocess.det_side,
             text_det_limit_type=preprocess.det_limit,
+            text_recognition_batch_size=GPU_REC_BATCH if device.cuda else None,
             engine="onnxruntime",
             engine_config=_engine_config(device, threads),
             device=f"gpu:{device.index}" if device.cuda else "cpu",
@@ -75,9 +78,7 @@ def _engine_config(device: Device, threads: int) -> dict[str, Any]:
         "intra_op_num_threads": threads,
         "inter_op_num_threads": 1,
     }
-    if device.cuda:
-        config["device_type"] = "gpu"
-        config["device_id"] = device.index
+    if device.cuda:  # PaddleX fills device_type/device_id from the device string
         config["providers"] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         # Images differ in shape: skip cuDNN's exhaustive per-shape search.
         config["provider_options"] = [

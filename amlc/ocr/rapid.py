@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from .base import MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
+from .base import GPU_REC_BATCH, MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
 from .models import Device, wheel_dir, wheel_model
 from .preprocess import Prepared, Preprocess, prepare_all, to_original
 
@@ -44,7 +44,7 @@ def _params(pre: Preprocess, device: Device, threads: int, use_cls: bool) -> dic
     use_cls = use_cls and cls is not None
     ort = "EngineConfig.onnxruntime."
     params: dict[str, Any] = {
-        "Global.log_level": "warning",
+        "Global.log_level": "error",  # "warning" logs every image without text
         "Global.text_score": MIN_CONFIDENCE,
         "Global.use_cls": use_cls,
         "Det.model_path": str(det.path),
@@ -69,4 +69,5 @@ def _params(pre: Preprocess, device: Device, threads: int, use_cls: bool) -> dic
         params[ort + "cuda_ep_cfg.device_id"] = device.index
         # Every image has its own shape: an exhaustive cuDNN search per new shape would dominate.
         params[ort + "cuda_ep_cfg.cudnn_conv_algo_search"] = "HEURISTIC"
+        params["Rec.rec_batch_num"] = GPU_REC_BATCH
     return params
