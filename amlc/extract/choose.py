@@ -1,0 +1,101 @@
+"""Choosing the answer: a linear score per candidate, a softmax over the candidates plus 'none'.
+
+The 'none' option scores 0, so a row whose candidates all look poor gets a low confidence; the
+confidence of an answer is the summed probability of its mentions. An entity's threshold turns a
+low-confidence answer into a blank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..units import Answer, make_answer
+from .candidates import Candidate, extract_candidates
+from .features import allowed, featurize
+from .priors import Priors
+
+MODEL_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL = MODEL_DIR / "model.json"
+DEFAULT_PRIORS = MODEL_DIR / "priors.json"
+
+
+@dataclass
+class Prediction:
+    answer: Answer | None          # None = abstain
+    confidence: float
+    candidates: list[Candidate]    # allowed for the entity, best first
+
+    def text(self) -> str:
+        return str(self.answer) if self.answer else ""
+
+
+@dataclass
+class Model:
+    weights: dict[str, float]
+    thresholds: dict[str, float] = field(default_factory=dict)   # entity -> minimum confidence
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, features: dict[str, float]) -> float:
+        return sum(self.weights.get(name, 0.0) * value for name, value in features.items())
+
+    def to_json(self) -> dict:
+        return {"weights": self.weights, "thresholds": self.thresholds, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Model":
+        return cls(dict(data["weights"]), dict(data.get("thresholds", {})), dict(data.get("meta", {})))
+
+
+def rank(candidates: list[Candidate], entity: str, group: str | None, priors: Priors,
+         model: Model) -> list[tuple[str, float, Candidate]]:
+    """Distinct answers as (answer text, probability, best mention), most probable first."""
+    feats = featurize(candidates, entity, group, priors)
+    for cand, f in zip(candidates, feats):
+        cand.features = f
+        cand.score = model.score(f)
+    top = max((c.score for c in candidates), default=0.0)
+    norm = math.exp(-top) + sum(math.exp(c.score - top) for c in candidates)   # 'none' scores 0
+    by_answer: dict[str, tuple[float, Candidate]] = {}
+    for cand in candidates:
+        p = math.exp(cand.score - top) / norm
+        total, best = by_answer.get(cand.answer_text, (0.0, cand))
+        by_answer[cand.answer_text] = (total + p, best if best.score >= cand.score else cand)
+    ranked = [(text, p, best) for text, (p, best) in by_answer.items()]
+    return sorted(ranked, key=lambda item: -item[1])
+
+
+class Extractor:
+    """OCR lines -> the answer for an entity (or a blank), with the ranked candidates."""
+
+    def __init__(self, model: Model | None = None, priors: Priors | None = None):
+        self.model = model or load_model(DEFAULT_MODEL)
+        self.priors = priors or load_priors(DEFAULT_PRIORS)
+
+    @classmethod
+    def load(cls, path: Path | None = None, priors_path: Path | None = None) -> "Extractor":
+        """The model at path (default: the shipped amlc/extract/model.json) and its priors."""
+        return cls(load_model(path or DEFAULT_MODEL), load_priors(priors_path or DEFAULT_PRIORS))
+
+    def predict(self, entity: str, ocr: str | Sequence[Any], group_id: str | None = None) -> Prediction:
+        """`ocr` is the OCR text, or its lines (strings or objects with .text/.confidence/.box)."""
+        candidates = allowed(extract_candidates(ocr), entity)
+        ranked = rank(candidates, entity, group_id, self.priors, self.model) if candidates else []
+        ordered = sorted(candidates, key=lambda c: -c.score)
+        if not ranked:
+            return Prediction(None, 0.0, ordered)
+        _, confidence, best = ranked[0]
+        if confidence < self.model.thresholds.get(entity, 0.0):
+            return Prediction(None, confidence, ordered)
+        return Prediction(make_answer(best.value, best.unit, entity), confidence, ordered)
+
+
+def load_model(path: Path) -> Model:
+    return Model.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def load_priors(path: Path) -> Priors:
+    return Priors.from_json(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,97 @@
+"""Value and unit priors per entity and product group, counted from labelled train rows.
+
+They answer "how plausible is 12 centimetre as a height in group 1234?": the unit's share among
+the entity's labels (overall and in the group) and the density of log10(value) for that unit.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Iterable
+
+from ..units import AnswerError, parse_label
+
+LOG_BIN = 0.25          # width of a log10(value) bin: a quarter decade
+LOG_MIN, LOG_MAX = -3.0, 6.0
+GROUP_SMOOTHING = 20.0  # pseudo-counts of the entity-wide unit share mixed into each group's
+
+
+def value_bin(value: Decimal) -> int:
+    if value <= 0:
+        return -1
+    clipped = min(max(math.log10(float(value)), LOG_MIN), LOG_MAX - 1e-9)
+    return int((clipped - LOG_MIN) / LOG_BIN)
+
+
+N_BINS = value_bin(Decimal(10) ** int(LOG_MAX)) + 1
+
+
+@dataclass
+class Priors:
+    units: dict[str, Counter[str]] = field(default_factory=dict)              # entity -> unit counts
+    group_units: dict[str, Counter[str]] = field(default_factory=dict)        # "entity|group" -> counts
+    values: dict[str, list[int]] = field(default_factory=dict)                # "entity|unit" -> bin counts
+
+    @classmethod
+    def count(cls, rows: Iterable[tuple[str, str, str]]) -> "Priors":
+        """From (entity, group_id, label) rows; unreadable labels are skipped."""
+        priors = cls(defaultdict(Counter), defaultdict(Counter), {})
+        for entity, group, label in rows:
+            try:
+                answer = parse_label(label, entity)
+            except AnswerError:
+                continue
+            priors.units[entity][answer.unit] += 1
+            priors.group_units[f"{entity}|{group}"][answer.unit] += 1
+            bins = priors.values.setdefault(f"{entity}|{answer.unit}", [0] * N_BINS)
+            b = value_bin(answer.value)
+            if b >= 0:
+                bins[b] += 1
+        return priors
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "Priors":
+        with open(path, newline="", encoding="utf-8") as handle:
+            return cls.count((r["entity_name"], r["group_id"], r["entity_value"])
+                             for r in csv.DictReader(handle))
+
+    def unit_logp(self, entity: str, unit: str) -> float:
+        counts = self.units.get(entity, Counter())
+        total = sum(counts.values())
+        return math.log((counts.get(unit, 0) + 1) / (total + 20))
+
+    def group_unit_logp(self, entity: str, group: str | None, unit: str) -> float:
+        """The unit's share in the group, shrunk toward the entity-wide share."""
+        counts = self.group_units.get(f"{entity}|{group}", Counter()) if group else Counter()
+        base = math.exp(self.unit_logp(entity, unit))
+        total = sum(counts.values())
+        return math.log((counts.get(unit, 0) + GROUP_SMOOTHING * base) / (total + GROUP_SMOOTHING))
+
+    def value_logp(self, entity: str, unit: str, value: Decimal) -> float:
+        """log density of the value's bin among the entity's labels in this unit (add-one)."""
+        bins = self.values.get(f"{entity}|{unit}")
+        b = value_bin(value)
+        if not bins or b < 0:
+            return math.log(1 / (N_BINS + 1))
+        return math.log((bins[b] + 1) / (sum(bins) + N_BINS))
+
+    def top_unit(self, entity: str, group: str | None = None) -> str | None:
+        counts = self.group_units.get(f"{entity}|{group}") if group else None
+        counts = counts or self.units.get(entity)
+        return counts.most_common(1)[0][0] if counts else None
+
+    def to_json(self) -> dict:
+        return {"units": {k: dict(v) for k, v in self.units.items()},
+                "group_units": {k: dict(v) for k, v in self.group_units.items()},
+                "values": self.values}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Priors":
+        return cls({k: Counter(v) for k, v in data["units"].items()},
+                   {k: Counter(v) for k, v in data["group_units"].items()},
+                   {k: list(v) for k, v in data["values"].items()})

@@ -1,0 +1,169 @@
+"""Build the shipped model files from the shared data: `python -m amlc.extract.train`.
+
+priors.json: unit and value counts from train_partial.csv, leaving out every image of
+ocr_labeled.csv (so the validation images' own labels never inform their priors).
+model.json: weights of a conditional-logit ranker (softmax over a row's candidates plus 'none')
+fitted with numpy on the train half of ocr_labeled.csv, and per-entity abstention thresholds
+tuned on a held-out part of that train half. The validation half is never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..units import ENTITIES, AnswerError, parse_label
+from .candidates import extract_candidates
+from .choose import DEFAULT_MODEL, DEFAULT_PRIORS, Extractor, Model
+from .data import OCR_LABELED, TRAIN_PARTIAL, TextRow, read_text_rows, split_rows
+from .features import allowed, featurize
+from .priors import Priors
+
+L2 = 0.05           # ridge penalty per row-mean loss: keeps rare features near 0
+STEPS = 600         # Adam steps; the loss is flat well before this on ~1k rows
+LEARNING_RATE = 0.05
+TUNE_SEED = 1       # the second split (of the train half) that tunes the thresholds
+THRESHOLD_GRID = [i / 20 for i in range(20)]
+
+
+def build_priors(train_csv: Path, exclude_links: set[str]) -> Priors:
+    with open(train_csv, newline="", encoding="utf-8") as handle:
+        return Priors.count((r["entity_name"], r["group_id"], r["entity_value"])
+                            for r in csv.DictReader(handle) if r["image_link"] not in exclude_links)
+
+
+@dataclass
+class Design:
+    """All candidates of all rows stacked: features X, the row of each, whether it is right."""
+    names: list[str]
+    x: np.ndarray
+    row: np.ndarray
+    correct: np.ndarray
+    n_rows: int
+
+
+def build_design(rows: Sequence[TextRow], priors: Priors) -> Design:
+    feats, row_ids, correct = [], [], []
+    for i, r in enumerate(rows):
+        try:
+            truth = parse_label(r.truth, r.entity)
+        except AnswerError:
+            continue
+        cands = allowed(extract_candidates(r.ocr_text), r.entity)
+        for c, f in zip(cands, featurize(cands, r.entity, r.group_id, priors)):
+            feats.append(f)
+            row_ids.append(i)
+            correct.append(c.value == truth.value and c.unit == truth.unit)
+    names = sorted({k for f in feats for k in f})
+    x = np.array([[f.get(k, 0.0) for k in names] for f in feats], dtype=float).reshape(len(feats), len(names))
+    return Design(names, x, np.array(row_ids, dtype=int), np.array(correct, dtype=bool), len(rows))
+
+
+def _loss_grad(w: np.ndarray, d: Design) -> tuple[float, np.ndarray]:
+    """Mean over rows of -log P(right answer), 'none' being right when no candidate is."""
+    s = d.x @ w
+    top = np.zeros(d.n_rows)
+    np.maximum.at(top, d.row, s)
+    e = np.exp(s - top[d.row])
+    denom = np.exp(-top) + np.bincount(d.row, e, d.n_rows)
+    good = np.bincount(d.row, e * d.correct, d.n_rows)
+    has_good = np.bincount(d.row, d.correct, d.n_rows) > 0
+    numer = np.where(has_good, good, np.exp(-top))
+    loss = -np.mean(np.log(numer / denom)) + L2 * w @ w
+    p = e / denom[d.row]                       # P(candidate)
+    q = np.where(d.correct & has_good[d.row], e / np.maximum(good[d.row], 1e-300), 0.0)
+    grad = ((p - q) @ d.x) / d.n_rows + 2 * L2 * w
+    return float(loss), grad
+
+
+def fit_weights(d: Design) -> dict[str, float]:
+    w = np.zeros(len(d.names))
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t in range(1, STEPS + 1):
+        _, g = _loss_grad(w, d)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        w -= LEARNING_RATE * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    return {name: round(float(x), 4) for name, x in zip(d.names, w) if abs(x) > 1e-4}
+
+
+def tune_thresholds(extractor: Extractor, rows: Sequence[TextRow],
+                    blank_rates: dict[str, float]) -> dict[str, float]:
+    """Per entity, the confidence floor with the best expected F1 on `rows`.
+
+    Those rows all have a truth, so a blank there only ever costs; `blank_rates[entity]` is the
+    share of empty truths to expect at test time, simulated as extra rows that are wrong
+    whatever is answered, with the confidences the real rows had.
+    """
+    extractor.model.thresholds = {}
+    thresholds: dict[str, float] = {}
+    for entity in ENTITIES:
+        scored = []
+        for r in rows:
+            if r.entity == entity:
+                pred = extractor.predict(entity, r.ocr_text, r.group_id)
+                right = pred.answer is not None and _same(pred.text(), r.truth, entity)
+                scored.append((pred.confidence, right, pred.answer is not None))
+        thresholds[entity] = _best_threshold(scored, blank_rates.get(entity, 0.0))
+    return thresholds
+
+
+def _same(pred: str, truth: str, entity: str) -> bool:
+    try:
+        return str(parse_label(truth, entity)) == pred
+    except AnswerError:
+        return False
+
+
+def _best_threshold(scored: list[tuple[float, bool, bool]], blank_rate: float) -> float:
+    best, best_f1 = 0.0, -1.0
+    for t in THRESHOLD_GRID:
+        answered = [(c, ok) for c, ok, has in scored if has and c >= t]
+        tp = (1 - blank_rate) * sum(ok for _, ok in answered)
+        fp = (1 - blank_rate) * sum(not ok for _, ok in answered) + blank_rate * len(answered)
+        fn = (1 - blank_rate) * (len(scored) - len(answered))
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        if f1 > best_f1 + 1e-9:
+            best, best_f1 = t, f1
+    return best
+
+
+def train(labeled: Path = OCR_LABELED, train_csv: Path = TRAIN_PARTIAL,
+          blank_rates: dict[str, float] | None = None) -> tuple[Model, Priors]:
+    with open(labeled, newline="", encoding="utf-8") as handle:
+        exclude = {r["image_link"] for r in csv.DictReader(handle)}
+    priors = build_priors(train_csv, exclude)
+    train_half, _ = split_rows(read_text_rows(labeled))
+    fit_rows, tune_rows = split_rows(train_half, seed=TUNE_SEED, val_fraction=0.3)
+    extractor = Extractor(Model(fit_weights(build_design(fit_rows, priors))), priors)
+    thresholds = tune_thresholds(extractor, tune_rows, blank_rates or {})
+    weights = fit_weights(build_design(train_half, priors))   # refit on the whole train half
+    meta = {"train_rows": len(train_half), "blank_rates": blank_rates or {},
+            "built_by": "python -m amlc.extract.train"}
+    return Model(weights, thresholds, meta), priors
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labeled", type=Path, default=OCR_LABELED)
+    parser.add_argument("--train-csv", type=Path, default=TRAIN_PARTIAL)
+    parser.add_argument("--blank-rate", action="append", default=[], metavar="ENTITY=RATE",
+                        help="expected share of empty truths for an entity (repeatable); default 0")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--priors", type=Path, default=DEFAULT_PRIORS)
+    args = parser.parse_args(argv)
+    rates = {k: float(v) for k, v in (item.split("=", 1) for item in args.blank_rate)}
+    model, priors = train(args.labeled, args.train_csv, rates)
+    args.priors.write_text(json.dumps(priors.to_json(), separators=(",", ":")), encoding="utf-8")
+    args.model.write_text(json.dumps(model.to_json(), indent=1, sort_keys=True), encoding="utf-8")
+    print(f"wrote {args.model} ({len(model.weights)} weights) and {args.priors}")
+
+
+if __name__ == "__main__":
+    main()
