@@ -34,6 +34,8 @@ EXTRA_UNIT_SPELLINGS: dict[str, str] = {
     "milligrams": "milligram", "micrograms": "microgram",
     "volt": "volt", "volts": "volt", "v~": "volt", "vac~": "volt", "vdc": "volt", "vac": "volt",
     "watts": "watt", "watt": "watt", "kilowatts": "kilowatt",
+    # 'e' is the EU estimated-quantity sign (℮) read as a letter: '250ge', '1000ge', '500mle'.
+    "ge": "gram", "kge": "kilogram", "mle": "millilitre",
     "″": "inch", "”": "inch", "''": "inch", "′": "foot", "’": "foot",
 }
 ALIASES: dict[str, str] = {**UNIT_ALIASES, **EXTRA_UNIT_SPELLINGS}
@@ -111,6 +113,7 @@ class Candidate:
     inherited_unit: bool = False
     slipped: bool = False
     fraction: bool = False
+    bare: bool = False         # no unit written; the unit is the group's usual one
     box: Box | None = None
     confidence: float = 1.0    # OCR confidence of its line
     score: float = 0.0         # set by the chooser
@@ -312,16 +315,41 @@ def extract_candidates(ocr: str | Sequence[Any]) -> list[Candidate]:
     links = [_link(index.text, n) for n in find_numbers(index.text)]
     candidates = [c for kind, chain in _chains(index.text, links)
                   for c in _chain_candidates(kind, chain, index)]
+    _attach_lines(candidates, items)
+    return candidates
+
+
+def _attach_lines(candidates: list[Candidate], items: list[Any]) -> None:
     for cand in candidates:
         item = items[cand.line] if cand.line < len(items) else None
         if item is not None and not isinstance(item, str):
             cand.box = getattr(item, "box", None)
             cand.confidence = float(getattr(item, "confidence", 1.0) or 0.0)
-    return candidates
 
 
 def bare_numbers(ocr: str | Sequence[Any]) -> list[NumberToken]:
-    """Numbers with no unit at all (for measuring what text holds, and for fallbacks)."""
+    """Numbers with no unit after them."""
     texts, _ = line_texts(ocr)
     text = "\n".join(texts)
     return [n for n in find_numbers(text) if read_unit(text, n.end) is None]
+
+
+BARE_MAX_DIGITS = 5   # longer digit runs are codes, phone numbers, batch numbers
+
+
+def bare_candidates(ocr: str | Sequence[Any], unit: str) -> list[Candidate]:
+    """Unit-less numbers given `unit`: the fallback when no number has a usable unit.
+    Percentages, codes and zero are left out."""
+    texts, items = line_texts(ocr)
+    index = LineIndex(texts)
+    out = []
+    for n in bare_numbers(ocr):
+        digits = sum(ch.isdigit() for ch in index.text[n.start:n.end])
+        if n.value <= 0 or digits > BARE_MAX_DIGITS or index.text[n.end:n.end + 1] == "%":
+            continue
+        line = index.line_of(n.start)
+        out.append(Candidate(n.value, unit, "", n.start, n.end, line, index.lines[line],
+                             column=n.start - index.starts[line], slipped=n.slipped,
+                             fraction=n.fraction, bare=True))
+    _attach_lines(out, items)
+    return out

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..units import Answer, make_answer
-from .candidates import Candidate, extract_candidates
-from .features import allowed, featurize
+from .candidates import Candidate
+from .features import entity_candidates, featurize
 from .priors import Priors
 
 MODEL_DIR = Path(__file__).resolve().parent
@@ -82,7 +82,7 @@ class Extractor:
 
     def predict(self, entity: str, ocr: str | Sequence[Any], group_id: str | None = None) -> Prediction:
         """`ocr` is the OCR text, or its lines (strings or objects with .text/.confidence/.box)."""
-        candidates = allowed(extract_candidates(ocr), entity)
+        candidates = entity_candidates(ocr, entity, group_id, self.priors)
         ranked = rank(candidates, entity, group_id, self.priors, self.model) if candidates else []
         ordered = sorted(candidates, key=lambda c: -c.score)
         if not ranked:

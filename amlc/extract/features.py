@@ -11,10 +11,10 @@ import math
 import re
 from collections import Counter
 from decimal import Decimal
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..units import ENTITY_UNITS
-from .candidates import AMBIGUOUS_UNITS, QUOTE_UNITS, Candidate
+from .candidates import AMBIGUOUS_UNITS, QUOTE_UNITS, Candidate, bare_candidates, extract_candidates
 from .priors import Priors
 
 KEYWORDS: dict[str, str] = {
@@ -50,9 +50,24 @@ def allowed(candidates: Sequence[Candidate], entity: str) -> list[Candidate]:
     return [c for c in candidates if c.unit in units]
 
 
+def entity_candidates(ocr: str | Sequence[Any], entity: str, group: str | None,
+                      priors: Priors) -> list[Candidate]:
+    """The candidates whose unit the entity allows; when there are none, the unit-less numbers
+    with the unit the entity most often has in this group."""
+    found = allowed(extract_candidates(ocr), entity)
+    unit = priors.top_unit(entity, group)
+    return found or (bare_candidates(ocr, unit) if unit else [])
+
+
 def _keyword_before(text: str, cand: Candidate, entity: str) -> bool:
     window = text[max(0, cand.column - KEYWORD_WINDOW):cand.column]
     return bool(KEYWORD_RES[entity].search(window))
+
+
+def _keyword_adjacent(text: str, cand: Candidate, entity: str) -> bool:
+    """A keyword with no other number between it and this one ('Net wt 200g', not '5g net')."""
+    window = text[max(0, cand.column - KEYWORD_WINDOW):cand.column]
+    return bool(KEYWORD_RES[entity].search(re.split(r"\d", window)[-1]))
 
 
 def _size(c: Candidate) -> float:
@@ -80,14 +95,39 @@ def _line_heights(candidates: Sequence[Candidate]) -> list[float]:
     return out
 
 
+METRIC = frozenset({"centimetre", "metre", "millimetre", "gram", "kilogram", "milligram", "microgram",
+                    "millilitre", "litre", "centilitre", "decilitre", "microlitre"})
+EQUIVALENT = 0.04   # sizes within 4% are one measure written in two units ('250g (8.8 oz)')
+
+
+def _pair_roles(candidates: Sequence[Candidate], sizes: list[float]) -> list[str]:
+    """'first'/'second' when a neighbour states the same size in another unit."""
+    roles = [""] * len(candidates)
+    for i in range(len(candidates) - 1):
+        a, b = sizes[i], sizes[i + 1]
+        if candidates[i].unit != candidates[i + 1].unit and a > 0 and abs(a - b) <= EQUIVALENT * a:
+            roles[i] = roles[i] or "first"
+            roles[i + 1] = "second"
+    return roles
+
+
+def _size_ranks(sizes: list[float]) -> list[int]:
+    """0 for the largest size, 1 for the next distinct size, ..."""
+    distinct = sorted(set(round(s, 6) for s in sizes), reverse=True)
+    return [distinct.index(round(s, 6)) for s in sizes]
+
+
 def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
               priors: Priors) -> list[dict[str, float]]:
     """Features for each candidate (all already allowed for the entity)."""
     n = len(candidates)
     counts = Counter((c.value, c.unit) for c in candidates)
+    unit_counts = Counter(c.unit for c in candidates)
     sizes = [_size(c) for c in candidates]
     biggest, smallest = max(sizes, default=0), min(sizes, default=0)
     heights = _line_heights(candidates)
+    roles = _pair_roles(candidates, sizes)
+    ranks = _size_ranks(sizes)
     out = []
     for i, c in enumerate(candidates):
         f: dict[str, float] = {
@@ -96,10 +136,12 @@ def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
             "group_unit_logp": priors.group_unit_logp(entity, group, c.unit),
             "value_logp": priors.value_logp(entity, c.unit, c.value),
             "repeats": math.log(counts[(c.value, c.unit)]),
+            "unit_share": unit_counts[c.unit] / n,
             "order": i / (n - 1) if n > 1 else 0.0,
             "first": float(i == 0),
             "last": float(i == n - 1 and n > 1),
             "keyword": float(_keyword_before(c.line_text, c, entity)),
+            "keyword_adjacent": float(_keyword_adjacent(c.line_text, c, entity)),
             "keyword_sibling": float(any(_keyword_before(c.line_text, c, s) for s in SIBLINGS[entity])),
             "range_high": float(c.range_role == "high"),
             "range_low": float(c.range_role == "low"),
@@ -108,12 +150,26 @@ def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
             "slipped": float(c.slipped),
             "inherited_unit": float(c.inherited_unit),
             "fraction": float(c.fraction),
+            "bare": float(c.bare),
             "zero": float(c.value == 0),
             "integer": float(c.value == c.value.to_integral_value()),
             "ocr_confidence": c.confidence - 1.0,
             f"largest:{entity}": float(n > 1 and sizes[i] == biggest),
+            f"second_largest:{entity}": float(n > 2 and ranks[i] == 1),
             f"smallest:{entity}": float(n > 1 and sizes[i] == smallest),
+            f"first:{entity}": float(i == 0),
+            f"last:{entity}": float(i == n - 1 and n > 1),
+            f"order:{entity}": i / (n - 1) if n > 1 else 0.0,
+            f"metric:{entity}": float(c.unit in METRIC),
+            f"range_high:{entity}": float(c.range_role == "high"),
         }
+        if c.bare:   # unit-less numbers rank by their own weights (no unit evidence to share)
+            f.update({"bare_value_logp": f["value_logp"], "bare_first": f["first"],
+                      "bare_keyword": f["keyword"], "bare_repeats": f["repeats"],
+                      "bare_largest": f[f"largest:{entity}"]})
+        if roles[i]:
+            f[f"pair_{roles[i]}"] = 1.0
+            f[f"pair_{roles[i]}_metric"] = float(c.unit in METRIC)
         if c.tag:
             f["tag_match" if c.tag == entity else "tag_other"] = 1.0
         if c.chain_size > 1 and entity in DIMENSIONS:

@@ -19,10 +19,9 @@ from typing import Sequence
 import numpy as np
 
 from ..units import ENTITIES, AnswerError, parse_label
-from .candidates import extract_candidates
 from .choose import DEFAULT_MODEL, DEFAULT_PRIORS, Extractor, Model
 from .data import OCR_LABELED, TRAIN_PARTIAL, TextRow, read_text_rows, split_rows
-from .features import allowed, featurize
+from .features import entity_candidates, featurize
 from .priors import Priors
 
 L2 = 0.05           # ridge penalty per row-mean loss: keeps rare features near 0
@@ -55,7 +54,7 @@ def build_design(rows: Sequence[TextRow], priors: Priors) -> Design:
             truth = parse_label(r.truth, r.entity)
         except AnswerError:
             continue
-        cands = allowed(extract_candidates(r.ocr_text), r.entity)
+        cands = entity_candidates(r.ocr_text, r.entity, r.group_id, priors)
         for c, f in zip(cands, featurize(cands, r.entity, r.group_id, priors)):
             feats.append(f)
             row_ids.append(i)
