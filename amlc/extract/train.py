@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ..units import ENTITIES, AnswerError, parse_label
-from .choose import DEFAULT_MODEL, DEFAULT_PRIORS, Extractor, Model
+from .choose import DEFAULT_MODEL, DEFAULT_PRIORS, RULE_WEIGHTS, Extractor, Model
 from .data import OCR_LABELED, TRAIN_PARTIAL, TextRow, read_text_rows, split_rows
 from .features import entity_candidates, featurize
 from .priors import Priors
@@ -46,6 +46,12 @@ class Design:
     correct: np.ndarray
     n_rows: int
 
+    @property
+    def offset(self) -> np.ndarray:
+        """The hand-set part of each score (RULE_WEIGHTS), fixed while fitting the rest."""
+        rules = np.array([RULE_WEIGHTS.get(name, 0.0) for name in self.names])
+        return self.x @ rules
+
 
 def build_design(rows: Sequence[TextRow], priors: Priors) -> Design:
     feats, row_ids, correct = [], [], []
@@ -66,7 +72,7 @@ def build_design(rows: Sequence[TextRow], priors: Priors) -> Design:
 
 def _loss_grad(w: np.ndarray, d: Design) -> tuple[float, np.ndarray]:
     """Mean over rows of -log P(right answer), 'none' being right when no candidate is."""
-    s = d.x @ w
+    s = d.x @ w + d.offset
     top = np.zeros(d.n_rows)
     np.maximum.at(top, d.row, s)
     e = np.exp(s - top[d.row])

@@ -1,0 +1,167 @@
+"""Extraction: candidate rules on real-looking OCR strings, the choice, and eval-text on real data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+from click.testing import CliRunner
+
+from amlc.cli.extract import eval_text_command, select_split
+from amlc.extract import Extractor, extract_candidates, split_rows
+from amlc.extract.baseline import naive_prediction
+from amlc.extract.data import OCR_LABELED, read_text_rows
+from amlc.extract.evaluate import evaluate
+from amlc.units import prediction_error
+
+needs_data = pytest.mark.skipif(not OCR_LABELED.exists(), reason="shared data not mounted")
+
+
+def found(text: str) -> list[str]:
+    return [c.answer_text for c in extract_candidates(text)]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Height 12.5cm", ["12.5 centimetre"]),
+    ("12 CM", ["12 centimetre"]),
+    ("size 30 c.m.", ["30 centimetre"]),
+    ("cable 1.5 mtr", ["1.5 metre"]),
+    ("NET WT 2 lbs", ["2 pound"]),
+    ("Weight: 5 Ib", ["5 pound"]),
+    ("NET WT 4.3 0z", ["4.3 ounce"]),
+    ("12 fl.oz (355ml)", ["12 fluid ounce", "355 millilitre"]),
+    ('Screen 15.6" laptop', ["15.6 inch"]),
+    ("ladder 6' tall", ["6 foot"]),
+    ("12V DC", ["12 volt"]),
+    ("Input 230 VAC", ["230 volt"]),
+    ("Rated power 60W", ["60 watt"]),
+])
+def test_unit_spellings(text, expected):
+    assert found(text) == expected
+
+
+@pytest.mark.parametrize("text", ["5000mAh battery", "Capacity 10Wh", "2 kWh", "cook 15 mins"])
+def test_words_that_only_start_like_a_unit_are_rejected(text):
+    assert found(text) == []
+
+
+def test_decimal_comma_and_thousands_separator():
+    assert found("Gewicht 2,5 kg / 1,500 g") == ["2.5 kilogram", "1500 gram"]
+
+
+def test_fractions_mixed_and_unicode():
+    assert found('3 1/2" wide, 3/4 inch bolt, 1-1/2 in pipe, 2½ in') == [
+        "3.5 inch", "0.75 inch", "1.5 inch", "2.5 inch"]
+
+
+def test_dates_are_not_fractions():
+    assert found("EXP 12/2023 50/60Hz") == []
+
+
+def test_range_gives_both_ends_marked():
+    cands = extract_candidates("INPUT: 100-240V~ 50/60Hz")
+    assert [(c.answer_text, c.range_role) for c in cands] == [("100 volt", "low"), ("240 volt", "high")]
+
+
+def test_product_shares_its_unit_and_keeps_positions():
+    cands = extract_candidates("Size: 10 x 20 x 30 cm")
+    assert [(c.answer_text, c.chain_index, c.chain_size) for c in cands] == [
+        ("10 centimetre", 0, 3), ("20 centimetre", 1, 3), ("30 centimetre", 2, 3)]
+    assert [c.inherited_unit for c in cands] == [True, True, False]
+
+
+def test_dimension_letters_are_tags_not_watts():
+    cands = extract_candidates('40W x 60H cm and 10"H x 8"W')
+    assert [(c.answer_text, c.tag) for c in cands] == [
+        ("40 centimetre", "width"), ("60 centimetre", "height"), ("10 inch", "height"), ("8 inch", "width")]
+
+
+def test_number_and_unit_split_across_lines_or_boxes():
+    @dataclass
+    class Line:
+        text: str
+        confidence: float
+        box: tuple
+
+    box = ((0.0, 0.0), (10.0, 0.0), (10.0, 5.0), (0.0, 5.0))
+    cands = extract_candidates([Line("Net Wt 250", 0.9, box), Line("g", 0.8, box)])
+    assert [c.answer_text for c in cands] == ["250 gram"]
+    assert cands[0].line == 0 and cands[0].confidence == 0.9 and cands[0].box == box
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("NET WT 1O0g", "100 gram"), ("S00ml bottle", "500 millilitre"), ("cable l5cm", "15 centimetre")])
+def test_letter_digit_slips_fixed_only_before_a_unit(text, expected):
+    cands = extract_candidates(text)
+    assert [c.answer_text for c in cands] == [expected] and cands[0].slipped
+
+
+def test_slips_are_not_read_without_a_unit():
+    assert found("ISO 9001 lOO pieces") == []
+
+
+def test_candidate_str_names_line_and_text():
+    text = str(extract_candidates("Brand X\nHeight 12.5cm")[0])
+    assert text == "12.5 centimetre (line 2: 'Height 12.5cm')"
+
+
+def test_split_is_stable_and_keeps_images_together():
+    rows = [{"image_link": f"https://x/{i % 50}.jpg", "ocr_text": str(i)} for i in range(200)]
+    train, val = split_rows(rows)
+    assert split_rows(list(reversed(rows)))[1] == list(reversed(val))
+    assert not {r["image_link"] for r in train} & {r["image_link"] for r in val}
+    assert 0.3 < len(val) / len(rows) < 0.7
+
+
+@pytest.fixture(scope="module")
+def extractor() -> Extractor:
+    return Extractor.load()
+
+
+def test_choice_prefers_keyword_and_plausible_value(extractor):
+    prediction = extractor.predict("item_weight", "Serving size 30g 12 servings NET WT 360g (12.7 oz)")
+    assert prediction.text() == "360 gram"
+    assert prediction.candidates[0].answer_text == "360 gram"
+
+
+def test_choice_only_answers_with_allowed_units(extractor):
+    prediction = extractor.predict("voltage", "Rated power 60W, 100-240V~ 50/60Hz, 2000mAh")
+    assert prediction.text() == "240 volt"
+    assert all(c.unit in ("volt", "kilovolt", "millivolt") for c in prediction.candidates)
+
+
+def test_unitless_number_takes_the_usual_unit(extractor):
+    prediction = extractor.predict("width", "Size chart 53 66")
+    assert prediction.answer is not None and prediction.answer.unit == "centimetre"
+
+
+def test_no_number_means_abstain(extractor):
+    prediction = extractor.predict("wattage", "Premium quality, made with care")
+    assert prediction.answer is None and prediction.text() == "" and prediction.confidence == 0.0
+
+
+def test_threshold_turns_low_confidence_into_blank(extractor):
+    strict = Extractor(extractor.model.__class__(extractor.model.weights, {"width": 1.01}),
+                       extractor.priors)
+    assert strict.predict("width", "Width: 40 cm").answer is None
+    assert extractor.predict("width", "Width: 40 cm").text() == "40 centimetre"
+
+
+@needs_data
+def test_eval_text_on_the_validation_half(tmp_path):
+    out = tmp_path / "pred.csv"
+    result = CliRunner().invoke(eval_text_command, [str(OCR_LABELED), "--predictions", str(out)])
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("f1=")
+    f1 = float(last.removeprefix("f1="))
+    rows, split = select_split(read_text_rows(OCR_LABELED), None)
+    naive, _ = evaluate(rows, lambda r: naive_prediction(r.entity, r.ocr_text))
+    # Measured 0.636 vs naive 0.563 (the brief's goal of 0.68 is not reached yet).
+    assert split == "val" and f1 >= 0.62 and f1 >= naive.f1 + 0.05
+    import csv
+    with open(out, newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert len(written) == len(rows)
+    assert all(prediction_error(r["prediction"], r["entity_name"]) is None for r in written)
