@@ -42,7 +42,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | Path
     from .train import load_base, read_info
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    base = base or read_info(adapter_dir.parent)["base"]
+    base = base or read_info(adapter_dir.parent)["base_dir"]
     model, tokenizer = load_base(base)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)

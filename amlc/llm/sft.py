@@ -31,13 +31,14 @@ class LabeledRow:
     ocr_text: str
     label: str
     group_id: str = ""
+    image_link: str = ""  # decides the split half (amlc.extract.data.split_key)
 
 
 def read_labeled_csv(path: str | Path) -> list[LabeledRow]:
     """Rows of a labelled OCR file (ocr_labeled.csv's columns)."""
     with open(path, newline="", encoding="utf-8") as handle:
-        return [LabeledRow(r["entity_name"], r["ocr_text"], r["entity_value"], r.get("group_id", ""))
-                for r in csv.DictReader(handle)]
+        return [LabeledRow(r["entity_name"], r["ocr_text"], r["entity_value"], r.get("group_id") or "",
+                           r.get("image_link") or "") for r in csv.DictReader(handle)]
 
 
 def split_rows(rows: list[LabeledRow], seed: int = 0, val_fraction: float = 0.5
@@ -102,15 +103,16 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def extractor_candidates() -> CandidatesFn | None:
-    """Rule candidates from amlc.extract when that module is present, else None."""
+    """The rules' distinct candidate answers, best first (amlc.extract), or None without it."""
     try:
         from ..extract import Extractor
     except ImportError:
         return None
-    extractor = Extractor()
+    extractor = Extractor.load()
 
     def candidates(entity: str, ocr_text: str, group_id: str) -> list[str]:
-        return [str(c) for c in extractor.predict(entity, ocr_text, group_id).candidates]
+        found = extractor.predict(entity, ocr_text, group_id or None).candidates
+        return list(dict.fromkeys(getattr(c, "answer_text", str(c)) for c in found))
     return candidates
 
 

@@ -36,6 +36,7 @@ class TrainConfig:
     target_modules: list[str] = field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     max_length: int = 384
+    lora_layers: int = 0  # 0: every layer; N: only the last N (backward stops below them: cheaper)
     save_steps: int = 100
     save_total_limit: int = 2
     logging_steps: int = 10
@@ -81,17 +82,45 @@ def load_base(base: str | Path):
     where, extra = (p.parent, {"gguf_file": p.name}) if is_gguf(p) else (p, {})
     tokenizer = AutoTokenizer.from_pretrained(where, **extra)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **extra)
+    if extra:
+        _special_tokens_from_gguf(tokenizer, model, p)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 
+def _special_tokens_from_gguf(tokenizer, model, path: Path) -> None:
+    """Take EOS/PAD from the GGUF's own metadata: transformers' GGUF tokenizer loader reports
+    SmolLM2's <|im_start|> as EOS, while the file (and llama.cpp) stop on <|im_end|>."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(path).fields
+    for role in ("eos", "padding"):
+        field_ = fields.get(f"tokenizer.ggml.{role}_token_id")
+        if field_ is None:
+            continue
+        token_id = int(field_.parts[field_.data[0]][0])
+        token = tokenizer.convert_ids_to_tokens(token_id)
+        if role == "eos":
+            tokenizer.eos_token = token
+            model.config.eos_token_id = model.generation_config.eos_token_id = token_id
+        else:
+            tokenizer.pad_token = token
+            model.config.pad_token_id = model.generation_config.pad_token_id = token_id
+
+
 def materialize_base(base: str | Path, folder: Path) -> Path:
-    """An HF folder for the base (a GGUF is dequantized once and saved); folders pass through."""
+    """An HF folder for the base; a GGUF is dequantized once and saved as plain float32 weights.
+
+    transformers marks a model loaded from GGUF as quantized and refuses to train it, although its
+    weights are already dequantized, so the saved copy drops that marker."""
     if not is_gguf(base):
         return Path(base)
     if not (folder / "config.json").exists():
         model, tokenizer = load_base(base)
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     return folder
@@ -112,7 +141,7 @@ def choose_backend() -> str:
     return "unsloth"
 
 
-def _unsloth_model(base_dir: Path, config: TrainConfig):
+def _unsloth_model(base_dir: str | Path, config: TrainConfig):
     from unsloth import FastLanguageModel
 
     model, tokenizer = FastLanguageModel.from_pretrained(
@@ -128,8 +157,10 @@ def _peft_model(base: str | Path, config: TrainConfig):
     from peft import LoraConfig
 
     model, tokenizer = load_base(base)
+    layers = model.config.num_hidden_layers
+    only = list(range(layers - config.lora_layers, layers)) if 0 < config.lora_layers < layers else None
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+                      target_modules=config.target_modules, layers_to_transform=only, task_type="CAUSAL_LM")
     return model, tokenizer, lora
 
 
@@ -188,11 +219,11 @@ def train(base: str | Path, data: str | Path, out: str | Path, config: TrainConf
     out.mkdir(parents=True, exist_ok=True)
     backend = choose_backend()
     log.info("LoRA backend: %s", backend)
-    if backend == "unsloth":
-        model, tokenizer, lora = _unsloth_model(materialize_base(base, out / "base_hf"), config)
-    else:
+    if backend != "unsloth":
         torch.set_num_threads(config.threads)  # shared CPU cores: one thread is fastest
-        model, tokenizer, lora = _peft_model(base, config)
+    base_dir = materialize_base(base, out / "base_hf")
+    make = _unsloth_model if backend == "unsloth" else _peft_model
+    model, tokenizer, lora = make(base_dir, config)
     trainer = trainer_class()(model=model, args=sft_args(out, config, cpu=backend != "unsloth"),
                               train_dataset=load_rows(data), processing_class=tokenizer, peft_config=lora)
     checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
@@ -202,7 +233,7 @@ def train(base: str | Path, data: str | Path, out: str | Path, config: TrainConf
     trainer.save_model(str(adapter))
     tokenizer.save_pretrained(str(adapter))
     result = TrainResult(backend, adapter, output.global_step, _last_loss(trainer), time.time() - started)
-    _write_info(out, base, data, config, result, checkpoint)
+    _write_info(out, base, base_dir, data, config, result, checkpoint)
     return result
 
 
@@ -211,8 +242,10 @@ def _last_loss(trainer) -> float | None:
     return losses[-1] if losses else None
 
 
-def _write_info(out: Path, base, data, config: TrainConfig, result: TrainResult, resumed: str | None) -> None:
-    info = {"backend": result.backend, "base": str(Path(base).resolve()), "data": str(Path(data).resolve()),
+def _write_info(out: Path, base, base_dir: Path, data, config: TrainConfig, result: TrainResult,
+                resumed: str | None) -> None:
+    info = {"backend": result.backend, "base": str(Path(base).resolve()),
+            "base_dir": str(base_dir.resolve()), "data": str(Path(data).resolve()),
             "config": asdict(config), "steps": result.steps, "final_loss": result.final_loss,
             "seconds": round(result.seconds, 1), "resumed_from": resumed}
     (out / "train_info.json").write_text(json.dumps(info, indent=2))

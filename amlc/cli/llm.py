@@ -1,0 +1,133 @@
+"""LLM commands: tiny-model, sft-data, train, export-model (registered by amlc.cli).
+
+Also `score_model_on_text`, the scorer `amlc eval-text FILE --model X.gguf` uses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..metric import Report, format_report, score
+
+existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+existing_path = click.Path(exists=True, path_type=Path)
+out_dir = click.Path(file_okay=False, path_type=Path)
+
+
+def default_labeled_csv() -> Path:
+    from ..extract.data import OCR_LABELED
+
+    return OCR_LABELED
+
+
+def _echo_json(data: dict) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.command("tiny-model")
+@click.argument("directory", type=out_dir)
+@click.option("--from", "csv_file", type=existing_file, default=None,
+              help="Labelled OCR CSV whose training half is the task text (default: shared ocr_labeled.csv).")
+@click.option("--steps", type=int, default=None, help="Pre-training steps (default: TinySpec's).")
+def tiny_model(directory: Path, csv_file: Path | None, steps: int | None) -> None:
+    """Build a tiny Llama offline in DIRECTORY (HF format): a locally trained byte-level BPE
+    tokenizer (Qwen2 pre-tokenizer) and a short full pre-training on task text mixed with
+    synthetic copy rows, so that a LoRA can then learn the task. Nothing is downloaded."""
+    from dataclasses import replace
+
+    from ..llm.sft import read_labeled_csv, split_rows, to_records
+    from ..llm.tiny import TinySpec, make_tiny_model
+
+    train_rows, _ = split_rows(read_labeled_csv(csv_file or default_labeled_csv()))
+    texts = [r["prompt"] + r["completion"] for r in to_records(train_rows)]
+    spec = TinySpec() if steps is None else replace(TinySpec(), pretrain_steps=steps)
+    _echo_json(make_tiny_model(directory, texts, spec))
+
+
+@click.command("sft-data")
+@click.option("--from", "csv_file", type=existing_file, required=True,
+              help="Labelled OCR CSV (ocr_labeled.csv's columns).")
+@click.option("--out", "out", type=out_dir, required=True, help="Folder for train.jsonl and val.jsonl.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Split and resampling seed.")
+@click.option("--train-size", type=int, default=None, help="Training rows after resampling (default: as many as in).")
+@click.option("--candidates/--no-candidates", default=True, show_default=True,
+              help="Put the rule extractor's candidate answers in the prompts.")
+def sft_data(csv_file: Path, out: Path, seed: int, train_size: int | None, candidates: bool) -> None:
+    """Write SFT rows (TRL prompt/completion JSONL): the training half resampled toward the
+    test set's entity mix, the validation half as it is."""
+    from ..llm.sft import build_sft_files
+
+    _echo_json(build_sft_files(csv_file, out, seed=seed, train_size=train_size, use_candidates=candidates))
+
+
+@click.command("train")
+@click.option("--base", required=True, type=existing_path, help="Base model: an HF folder or a .gguf file.")
+@click.option("--data", required=True, type=existing_file, help="SFT JSONL (prompt/completion).")
+@click.option("--out", "out", required=True, type=out_dir, help="Run folder: checkpoints/, adapter/, train_info.json.")
+@click.option("--config", "config_file", default=None,
+              help="Hyperparameters: a TOML file or a name in amlc/llm/configs (lora_cpu, lora_gpu, smollm2_cpu, lora_tiny).")
+@click.option("--max-steps", type=int, default=None, help="Override the config's max_steps.")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in OUT/checkpoints.")
+def train(base: Path, data: Path, out: Path, config_file: str | None, max_steps: int | None, resume: bool) -> None:
+    """LoRA fine-tune BASE on DATA: Unsloth when CUDA is present and it imports, else PEFT + TRL
+    (decided at run time and recorded in OUT/train_info.json)."""
+    from ..llm.train import load_config, train as run_training
+
+    result = run_training(base, data, out, load_config(config_file, max_steps=max_steps), resume=resume)
+    _echo_json({"backend": result.backend, "adapter": result.adapter_dir, "steps": result.steps,
+                "final_loss": result.final_loss, "seconds": round(result.seconds, 1)})
+
+
+@click.command("export-model")
+@click.argument("adapter", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=out_dir, help="Folder for merged/ and model-*.gguf.")
+@click.option("--quant", "quants", multiple=True, type=click.Choice(["q8_0", "q4_k_m"]),
+              default=("q8_0", "q4_k_m"), show_default=True, help="Quantized types to write (repeatable).")
+@click.option("--check", "check_file", type=existing_file, default=None,
+              help="SFT JSONL whose prompts measure agreement of each GGUF with the merged model.")
+@click.option("--check-n", type=int, default=50, show_default=True, help="Prompts to compare.")
+def export_model(adapter: Path, out: Path, quants: tuple[str, ...], check_file: Path | None, check_n: int) -> None:
+    """Merge ADAPTER (a train run's adapter/ folder) into its base, convert to GGUF with llama.cpp's
+    converter, quantize with llama.cpp's quantizer, and report the agreement of each file's
+    greedy answers with the merged PyTorch model."""
+    from ..llm.export import export_model as run_export
+    from ..llm.sft import read_jsonl
+
+    prompts = [r["prompt"] for r in read_jsonl(check_file)[:check_n]] if check_file else []
+    _echo_json(run_export(adapter, out, quants, prompts).as_dict())
+
+
+def score_model_on_text(model_gguf: str | Path, csv_file: str | Path, split: str = "val",
+                        n_threads: int = 1, limit: int | None = None) -> Report:
+    """Score a GGUF model on a labelled OCR CSV (split: 'train', 'val' or 'all' of the shared
+    fixed-seed split), prompts built as for training, rule candidates included when available."""
+    from ..llm.infer import predict_texts
+    from ..llm.prompt import build_prompt
+    from ..llm.sft import extractor_candidates, read_labeled_csv, split_rows
+
+    rows = read_labeled_csv(csv_file)
+    if split != "all":
+        rows = dict(zip(("train", "val"), split_rows(rows)))[split]
+    rows = rows[:limit] if limit else rows
+    cands = extractor_candidates()
+    items = [(r.entity, build_prompt(r.entity, r.ocr_text, cands(r.entity, r.ocr_text, r.group_id) if cands else None))
+             for r in rows]
+    answers = predict_texts(str(model_gguf), items, n_threads=n_threads)
+    return score((r.entity, r.label, a) for r, a in zip(rows, answers))  # the metric reads labels leniently
+
+
+@click.command("eval-llm")
+@click.argument("csv_file", type=existing_file)
+@click.option("--model", "model_gguf", required=True, type=existing_file, help="GGUF model.")
+@click.option("--split", type=click.Choice(["train", "val", "all"]), default="val", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="llama.cpp threads.")
+@click.option("--limit", type=int, default=None, help="Score only the first N rows of the split.")
+def eval_llm(csv_file: Path, model_gguf: Path, split: str, threads: int, limit: int | None) -> None:
+    """Score a GGUF model on a labelled OCR CSV with the official F1 (numeric and strict)."""
+    click.echo(format_report(score_model_on_text(model_gguf, csv_file, split, threads, limit)))
+
+
+COMMANDS = [tiny_model, sft_data, train, export_model, eval_llm]

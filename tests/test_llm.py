@@ -1,0 +1,205 @@
+"""The LLM path on a CPU, for real: a tiny Llama built and trained here, LoRA, merge, GGUF,
+quantization, grammar-constrained llama.cpp answers. Fast tests first; the chain is `slow`.
+
+The chain needs llama.cpp's converter in the cache (bin/fetch-models, part of set-up).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from amlc.cli.llm import export_model, score_model_on_text, sft_data, tiny_model, train
+from amlc.extract.data import OCR_LABELED
+from amlc.llm.grammar import GrammarError, all_grammars, entity_grammar, validate
+from amlc.llm.prompt import (ANSWER_PREFIX, PROMPT_END, build_prompt, completion, fragment_rank,
+                             select_fragments, unique_items)
+from amlc.llm.sft import (TEST_ENTITY_COUNTS, LabeledRow, mix_to_test, read_jsonl, read_labeled_csv,
+                          split_rows, to_records)
+from amlc.llm.train import CONFIG_DIR, choose_backend, load_config
+from amlc.metric import format_report
+from amlc.units import ENTITY_UNITS, parse_label, prediction_error
+
+OCR = "PREMIUM QUALITY new pack Net Wt 750 g made in Italy best before 2025 store in a cool dry place"
+
+
+# --- prompts and SFT rows ---------------------------------------------------------------------
+
+def test_prompt_names_entity_units_candidates_and_ends_on_marker() -> None:
+    prompt = build_prompt("item_weight", OCR, candidates=["750 gram", "2025 gram"])
+    assert prompt.startswith("entity: item_weight\n")
+    assert ", ".join(ENTITY_UNITS["item_weight"]) in prompt
+    assert "candidates: 750 gram | 2025 gram" in prompt
+    assert prompt.endswith(PROMPT_END)
+
+
+def test_fragments_with_number_and_unit_come_first_and_budget_bites() -> None:
+    assert fragment_rank("Net Wt 750 g") == 0
+    assert fragment_rank("best before 2025") == 1
+    assert fragment_rank("made in Italy") == 2
+    chosen = select_fragments(OCR, budget=1000)
+    assert "750 g" in chosen[0]
+    short = select_fragments(OCR, budget=16)
+    assert len(short) < len(chosen) and "750 g" in short[0]
+
+
+def test_completion_is_leading_space_and_canonical_answer() -> None:
+    assert completion(parse_label("21.0 centimetre", "width")) == ANSWER_PREFIX + "21 centimetre"
+    assert completion(parse_label("[100.0, 240.0] volt", "voltage")) == " 240 volt"
+    assert completion(None) == ""
+
+
+def test_unique_items_maps_duplicates_to_one() -> None:
+    items = [("width", "a"), ("depth", "a"), ("width", "a")]
+    distinct, index = unique_items(items)
+    assert distinct == [("width", "a"), ("depth", "a")] and index == [0, 1, 0]
+
+
+def test_split_is_disjoint_fixed_and_mix_follows_test_shares() -> None:
+    rows = read_labeled_csv(OCR_LABELED)
+    train_rows, val_rows = split_rows(rows)
+    assert split_rows(rows) == (train_rows, val_rows)
+    assert not {r.image_link for r in train_rows} & {r.image_link for r in val_rows}
+    mixed = Counter(r.entity for r in mix_to_test(train_rows, size=1000))
+    total = sum(TEST_ENTITY_COUNTS.values())
+    for entity, n in mixed.items():
+        assert abs(n / 1000 - TEST_ENTITY_COUNTS[entity] / total) < 0.01
+
+
+def test_records_drop_labels_without_a_valid_answer() -> None:
+    rows = [LabeledRow("wattage", OCR, "5 horsepower"), LabeledRow("item_weight", OCR, "750.0 gram")]
+    records = to_records(rows)
+    assert [r["completion"] for r in records] == [" 750 gram"]
+
+
+def test_sft_data_command_writes_prompt_completion_jsonl(tmp_path: Path) -> None:
+    result = CliRunner().invoke(sft_data, ["--from", str(OCR_LABELED), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output)
+    train_rows = read_jsonl(tmp_path / "train.jsonl")
+    assert len(train_rows) == counts["train"] > 500 and counts["val"] > 500
+    assert all(r["prompt"].endswith(PROMPT_END) and r["completion"].startswith(ANSWER_PREFIX) for r in train_rows)
+    assert all(prediction_error(r["completion"].strip(), r["entity"]) is None for r in train_rows)
+
+
+# --- grammars, config, backend ----------------------------------------------------------------
+
+def test_each_entity_grammar_lists_exactly_its_units_with_bounded_digits() -> None:
+    for entity, units in ENTITY_UNITS.items():
+        grammar = entity_grammar(entity)
+        assert grammar.startswith(f'root ::= ("{ANSWER_PREFIX}" number " " unit)?')
+        assert "[0-9]{1,7}" in grammar and "+" not in grammar and "*" not in grammar
+        assert grammar.count('"') // 2 - 3 == len(units)  # the prefix, " ", "." and one per unit
+
+
+def test_every_shipped_config_loads_and_unknown_keys_fail(tmp_path: Path) -> None:
+    for path in CONFIG_DIR.glob("*.toml"):
+        assert load_config(path).max_steps > 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rat = 1.0\n")
+    with pytest.raises(ValueError, match="learning_rat"):
+        load_config(bad)
+
+
+def test_backend_on_this_machine_is_peft_and_unsloth_stays_unimported() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA machine: the backend may be unsloth")
+    assert choose_backend() == "peft"
+    assert "unsloth" not in sys.modules
+
+
+# --- the chain: tiny model -> LoRA -> merge -> GGUF -> Q8_0 -> llama.cpp ---------------------------
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from amlc.llm.export import converter_dir
+
+    try:
+        converter_dir()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    root = tmp_path_factory.mktemp("llm")
+    runner = CliRunner()
+    steps = [
+        (tiny_model, [str(root / "tiny"), "--steps", "150"]),
+        (sft_data, ["--from", str(OCR_LABELED), "--out", str(root / "sft")]),
+        (train, ["--base", str(root / "tiny"), "--data", str(root / "sft" / "train.jsonl"),
+                 "--out", str(root / "run"), "--config", "lora_tiny", "--max-steps", "60"]),
+        (train, ["--base", str(root / "tiny"), "--data", str(root / "sft" / "train.jsonl"),
+                 "--out", str(root / "run"), "--config", "lora_tiny", "--max-steps", "70", "--resume"]),
+        (export_model, [str(root / "run" / "adapter"), "--out", str(root / "export"),
+                        "--check", str(root / "sft" / "val.jsonl"), "--check-n", "40"]),
+    ]
+    for command, args in steps:
+        result = runner.invoke(command, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        print(command.name, result.output[-400:])
+    return {"root": root, "val": root / "sft" / "val.jsonl", "q8": root / "export" / "model-q8_0.gguf",
+            "export": root / "export"}
+
+
+@pytest.mark.slow
+def test_training_resumed_from_its_checkpoint(chain: dict[str, Path]) -> None:
+    info = json.loads((chain["root"] / "run" / "train_info.json").read_text())
+    assert info["backend"] == "peft" and info["steps"] == 70
+    assert info["resumed_from"].endswith("checkpoint-60")
+
+
+@pytest.mark.slow
+def test_quantized_models_agree_with_the_merged_model(chain: dict[str, Path]) -> None:
+    agreement = json.loads((chain["export"] / "export.json").read_text())["agreement"]
+    print("agreement with merged PyTorch greedy:", agreement)
+    assert agreement["f16"] >= 0.9
+    assert agreement["q8_0"] >= 0.8
+    assert 0.0 <= agreement["q4_k_m"] <= 1.0  # 4-bit on a 3M model is measured, not held to a bar
+    assert (chain["export"] / "model-q4_k_m.gguf").stat().st_size < (chain["export"] / "model-q8_0.gguf").stat().st_size
+
+
+@pytest.mark.slow
+def test_llama_cpp_tokenizes_prompts_like_training(chain: dict[str, Path]) -> None:
+    import llama_cpp
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(chain["export"] / "merged")
+    llm = llama_cpp.Llama(str(chain["q8"]), vocab_only=True, verbose=False)
+    for row in read_jsonl(chain["val"])[:50]:
+        ids = tokenizer(row["prompt"])["input_ids"]
+        assert llm.tokenize(row["prompt"].encode(), add_bos=True, special=False) == ids
+        assert tokenizer(row["prompt"] + row["completion"])["input_ids"][: len(ids)] == ids  # token boundary
+
+
+@pytest.mark.slow
+def test_grammars_load_and_a_malformed_one_is_caught_not_crashing(chain: dict[str, Path]) -> None:
+    validate(str(chain["q8"]), all_grammars())
+    with pytest.raises(GrammarError):
+        validate(str(chain["q8"]), {"broken": 'root ::= ("x" | '})
+
+
+@pytest.mark.slow
+def test_predictions_are_all_valid_and_duplicates_answered_alike(chain: dict[str, Path]) -> None:
+    from amlc.llm.infer import predict_texts
+
+    rows = read_jsonl(chain["val"])[:120]
+    items = [(r["entity"], r["prompt"]) for r in rows]
+    answers = predict_texts(str(chain["q8"]), items + items[:10])
+    assert all(prediction_error(a, e) is None for a, (e, _) in zip(answers, items + items[:10]))
+    assert answers[-10:] == answers[:10]
+    exact = sum(a == r["completion"].strip() for a, r in zip(answers, rows)) / len(rows)
+    print(f"tiny model exact on {len(rows)} validation rows: {exact:.1%}; "
+          f"non-blank: {sum(bool(a) for a in answers[:len(rows)])}")
+
+
+@pytest.mark.slow
+def test_score_model_on_text_reports_f1(chain: dict[str, Path]) -> None:
+    report = score_model_on_text(chain["q8"], OCR_LABELED, "val", limit=150)
+    print(format_report(report))
+    counts = report.numeric
+    assert counts.tp + counts.fp + counts.fn + counts.tn == 150
+    assert report.errors.get("invalid prediction", 0) == 0
