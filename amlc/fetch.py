@@ -1,0 +1,369 @@
+"""Fetch stage: image link -> checked, content-addressed file.
+
+One aiohttp session with bounded concurrency; per-attempt connect/read timeouts; exponential
+backoff with full jitter for transient failures (5xx, 429, timeouts, dropped connections),
+honouring Retry-After; a size cap enforced while streaming; the bytes are decoded with Pillow
+(bomb guard, full load to catch truncation) and written atomically to
+`image_dir/<sha[:2]>/<sha256>.<ext>`, so identical bytes are stored once.
+
+`Fetcher.fetch` never raises for a per-URL fault: it returns a `Fetched` with `error` set and
+`retryable` telling the store whether a later try may succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import io
+import os
+import random
+import re
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+from PIL import Image, UnidentifiedImageError
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+CHUNK = 1 << 16
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    concurrency: int = 64          # open connections in all (TCPConnector limit)
+    per_host: int = 16             # open connections per host; the CDN is one host
+    connect_timeout: float = 10    # seconds to open a connection
+    read_timeout: float = 30       # seconds of silence while waiting for headers or body bytes
+    total_timeout: float = 300     # seconds for one attempt, so a slow drip cannot hold a slot forever
+    retries: int = 4               # extra attempts after the first for transient failures
+    backoff_base: float = 0.5      # seconds; attempt n waits uniform(0, base * 2**(n-1)) ("full jitter")
+    backoff_max: float = 30        # cap on one wait, Retry-After included
+    max_bytes: int = 25_000_000    # larger bodies are refused (Content-Length or counted bytes)
+    max_pixels: int = 60_000_000   # larger declared dimensions are a decompression bomb
+    user_agent: str = "amlc/0.1"
+    memo: int = 4096               # recent successful links answered without a download (0: off)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    link: str
+    path: Path | None          # content-addressed file, None on failure
+    sha256: str | None
+    width: int | None
+    height: int | None
+    size: int | None           # bytes
+    error: str | None          # why it failed, e.g. "http 404", "truncated image"; None on success
+    retryable: bool            # True when a later try may succeed (5xx, 429, timeouts, resets)
+    attempts: int              # HTTP attempts made (1 for local files)
+    status: int | None         # last HTTP status, None for local files or no response
+
+
+class FetchFailure(Exception):
+    """One attempt's failure, with what the retry loop needs to decide."""
+
+    def __init__(self, reason: str, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Bytes that decoded as an image."""
+    sha256: str
+    ext: str
+    width: int
+    height: int
+
+
+def link_key(link: str) -> str:
+    """The image id of a link or path: `.../images/I/41abc.jpg` -> `41abc`."""
+    name = unquote(urlsplit(link).path).rstrip("/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def local_path(link: str) -> Path | None:
+    """The file a `file://` link or plain path names; None for http(s) links."""
+    parts = urlsplit(link)
+    if parts.scheme in ("http", "https"):
+        return None
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    return Path(link)
+
+
+def stored_path(image_dir: Path, sha: str, ext: str) -> Path:
+    return image_dir / sha[:2] / f"{sha}.{ext}"
+
+
+# ---------------------------------------------------------------- decode check (worker thread)
+
+def check_image(data: bytes, max_pixels: int, content_type: str = "") -> Checked:
+    """Decode `data` fully; raise FetchFailure (permanent) when it is not a usable image."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (width, height) = img.format or "", img.size
+            _guard_pixels(width, height, max_pixels)
+            img.verify()  # structure and checksums, cheap
+        with Image.open(io.BytesIO(data)) as img:
+            # JPEG can decode at 1/8 scale: every byte of the entropy stream is still read, so
+            # truncation is still caught, for a fraction of the CPU.
+            img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+            img.load()
+    except FetchFailure:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise FetchFailure(f"decompression bomb: {exc}", False) from exc
+    except UnidentifiedImageError as exc:
+        head = data[:32]
+        raise FetchFailure(f"not an image: {content_type or 'no content-type'} {head!r}", False) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        text = str(exc)
+        reason = "truncated image" if "truncated" in text.lower() else f"corrupt image: {text}"
+        raise FetchFailure(reason, False) from exc
+    ext = EXTENSIONS.get(fmt, fmt.lower() or "bin")
+    return Checked(hashlib.sha256(data).hexdigest(), ext, width, height)
+
+
+def _guard_pixels(width: int, height: int, max_pixels: int) -> None:
+    # Our own limit, checked on the declared size before any pixel is decoded; Pillow's global
+    # MAX_IMAGE_PIXELS stays untouched (other threads may rely on it).
+    if width * height > max_pixels:
+        raise FetchFailure(f"decompression bomb: {width}x{height} = {width * height} pixels "
+                           f"> {max_pixels}", False)
+
+
+def store_bytes(image_dir: Path, data: bytes, checked: Checked) -> Path:
+    """Write once under the content address; a temp file + rename keeps readers from half files."""
+    path = stored_path(image_dir, checked.sha256, checked.ext)
+    if path.is_file() and path.stat().st_size == len(data):
+        return path  # same bytes already stored
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f".{checked.ext}", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)  # atomic; concurrent writers of the same bytes both succeed
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_and_store(image_dir: Path, data: bytes, max_pixels: int, content_type: str) -> tuple[Path, Checked]:
+    checked = check_image(data, max_pixels, content_type)
+    return store_bytes(image_dir, data, checked), checked
+
+
+def read_local(path: Path, max_bytes: int) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise FetchFailure(f"too large: {size} > {max_bytes} bytes", False)
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise FetchFailure(f"no such file: {path}", False) from exc
+    except IsADirectoryError as exc:
+        raise FetchFailure(f"is a directory: {path}", False) from exc
+    except PermissionError as exc:
+        raise FetchFailure(f"permission denied: {path}", False) from exc
+
+
+# ---------------------------------------------------------------- retry timing
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(attempt: int, config: FetchConfig, retry_after: float | None) -> float:
+    """Wait before attempt `attempt + 1`: the server's Retry-After if given, else full jitter."""
+    if retry_after is not None:
+        return min(retry_after, config.backoff_max)
+    return random.uniform(0, min(config.backoff_max, config.backoff_base * 2 ** (attempt - 1)))
+
+
+# ---------------------------------------------------------------- the fetcher
+
+class Fetcher:
+    """Async context manager owning one aiohttp session; `fetch(link)` is safe to call concurrently."""
+
+    def __init__(self, image_dir: Path, config: FetchConfig = FetchConfig()) -> None:
+        self.image_dir = Path(image_dir)
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+        self._inflight: dict[str, asyncio.Future[Fetched]] = {}
+        self._memo: OrderedDict[str, Fetched] = OrderedDict()
+
+    async def __aenter__(self) -> Fetcher:
+        c = self.config
+        self.image_dir.mkdir(parents=True, exist_ok=True)
+        connector = aiohttp.TCPConnector(limit=c.concurrency, limit_per_host=c.per_host, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=c.total_timeout, sock_connect=c.connect_timeout,
+                                        sock_read=c.read_timeout)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                              headers={"User-Agent": c.user_agent})
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def fetch(self, link: str) -> Fetched:
+        """Download (or copy) and check one image; concurrent calls for one link share the work."""
+        remembered = self._memo.get(link)
+        if remembered is not None and remembered.path is not None and remembered.path.is_file():
+            self._memo.move_to_end(link)
+            return remembered
+        pending = self._inflight.get(link)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Fetched] = asyncio.get_running_loop().create_future()
+        self._inflight[link] = future
+        try:
+            result = await self._fetch_uncached(link)
+            future.set_result(result)
+            self._remember(result)
+            return result
+        except asyncio.CancelledError:
+            future.cancel()  # waiters see the cancellation too
+            raise
+        except BaseException as exc:  # a bug, not a per-URL fault: waiters get it as well
+            future.set_exception(exc)
+            future.exception()  # marked retrieved, so an unawaited future logs nothing
+            raise
+        finally:
+            del self._inflight[link]
+
+    def _remember(self, result: Fetched) -> None:
+        if self.config.memo <= 0 or result.error is not None:
+            return
+        self._memo[result.link] = result
+        while len(self._memo) > self.config.memo:
+            self._memo.popitem(last=False)
+
+    async def _fetch_uncached(self, link: str) -> Fetched:
+        path = local_path(link)
+        if path is not None:
+            return await self._copy_local(link, path)
+        return await self._download(link)
+
+    async def _copy_local(self, link: str, path: Path) -> Fetched:
+        try:
+            data = await asyncio.to_thread(read_local, path, self.config.max_bytes)
+            stored, checked = await asyncio.to_thread(
+                check_and_store, self.image_dir, data, self.config.max_pixels, "")
+        except FetchFailure as failure:
+            return _failed(link, failure, attempts=1)
+        return _succeeded(link, stored, checked, len(data), attempts=1, status=None)
+
+    async def _download(self, link: str) -> Fetched:
+        attempt = 0
+        while True:
+            attempt += 1
+            status: int | None = None
+            try:
+                data, status, content_type = await self._get(link)
+                stored, checked = await asyncio.to_thread(
+                    check_and_store, self.image_dir, data, self.config.max_pixels, content_type)
+                return _succeeded(link, stored, checked, len(data), attempt, status)
+            except FetchFailure as failure:
+                failure.status = failure.status or status  # a decode failure still had an HTTP answer
+                if not failure.retryable or attempt > self.config.retries:
+                    return _failed(link, failure, attempt)
+                await asyncio.sleep(backoff_delay(attempt, self.config, failure.retry_after))
+
+    async def _get(self, link: str) -> tuple[bytes, int, str]:
+        """One attempt: status check and a size-capped body; every transport fault -> FetchFailure."""
+        assert self._session is not None, "use `async with Fetcher(...)`"
+        c = self.config
+        try:
+            async with self._session.get(link, allow_redirects=True) as resp:
+                _raise_for_status(resp, c)
+                data = await _read_capped(resp, c.max_bytes)
+                return data, resp.status, resp.headers.get("Content-Type", "")
+        except FetchFailure:
+            raise
+        except aiohttp.ServerTimeoutError as exc:
+            raise FetchFailure(_timeout_reason(exc, c), True) from exc
+        except asyncio.TimeoutError as exc:
+            raise FetchFailure(f"timeout after {c.total_timeout:g}s (whole attempt)", True) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise FetchFailure(f"connection broke mid-body{_received(exc)}", True) from exc
+        except aiohttp.InvalidURL as exc:
+            raise FetchFailure(f"invalid url: {exc}", False) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise FetchFailure(f"cannot connect: {exc}", True) from exc
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise FetchFailure(f"connection error: {type(exc).__name__}: {exc}", True) from exc
+
+
+def _received(exc: Exception) -> str:
+    m = re.search(r"received \d+ of \d+ bytes", str(exc))
+    return f" ({m[0]})" if m else f": {type(exc).__name__}"
+
+
+def _timeout_reason(exc: Exception, c: FetchConfig) -> str:
+    if "connect" in str(exc).lower():
+        return f"connect timeout after {c.connect_timeout:g}s"
+    return f"timeout after {c.read_timeout:g}s without data"
+
+
+def _raise_for_status(resp: aiohttp.ClientResponse, c: FetchConfig) -> None:
+    if resp.status == 200:
+        length = resp.content_length
+        if length is not None and length > c.max_bytes:
+            raise FetchFailure(f"too large: Content-Length {length} > {c.max_bytes} bytes", False, 200)
+        return
+    retry_after = None
+    if resp.status in (429, 503):
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+    raise FetchFailure(f"http {resp.status}", resp.status in RETRYABLE_STATUS or resp.status >= 500,
+                       resp.status, retry_after)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(CHUNK):
+        buf += chunk
+        if len(buf) > max_bytes:
+            raise FetchFailure(f"too large: > {max_bytes} bytes", False, resp.status)
+    length = resp.content_length
+    if length is not None and "Content-Encoding" not in resp.headers and len(buf) != length:
+        # aiohttp normally raises ClientPayloadError first; be sure
+        raise FetchFailure(f"connection broke mid-body: {len(buf)} of {length} bytes", True, resp.status)
+    return bytes(buf)
+
+
+def _succeeded(link: str, path: Path, checked: Checked, size: int, attempts: int,
+               status: int | None) -> Fetched:
+    return Fetched(link, path, checked.sha256, checked.width, checked.height, size,
+                   None, False, attempts, status)
+
+
+def _failed(link: str, failure: FetchFailure, attempts: int) -> Fetched:
+    return Fetched(link, None, None, None, None, None, failure.reason, failure.retryable,
+                   attempts, failure.status)

@@ -1,0 +1,240 @@
+"""The fetch stage against the real local server (tests/http_server.py): every injected fault ends
+with the right outcome and reason, real images land content-addressed and intact."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+from PIL import Image
+
+from amlc.fetch import FetchConfig, Fetched, Fetcher, link_key, parse_retry_after
+from http_server import DEFAULT_ROOT, Fault, ImageServer
+
+# short timeouts and backoffs keep the whole file fast
+FAST = FetchConfig(connect_timeout=2, read_timeout=0.4, retries=2, backoff_base=0.01, backoff_max=2,
+                   max_bytes=2_000_000)
+REAL = sorted(DEFAULT_ROOT.glob("*.jpg"))
+
+
+def fetch_many(image_dir: Path, links: Sequence[str], config: FetchConfig = FAST) -> list[Fetched]:
+    async def go() -> list[Fetched]:
+        async with Fetcher(image_dir, config) as fetcher:
+            # a hard ceiling so a broken retry loop fails the test instead of hanging it
+            return await asyncio.wait_for(asyncio.gather(*(fetcher.fetch(link) for link in links)), 20)
+    return asyncio.run(go())
+
+
+def fetch_one(image_dir: Path, link: str, config: FetchConfig = FAST) -> Fetched:
+    return fetch_many(image_dir, [link], config)[0]
+
+
+def stored_files(image_dir: Path) -> list[Path]:
+    return sorted(p for p in image_dir.rglob("*") if p.is_file())
+
+
+def test_real_images_are_stored_content_addressed(image_server: ImageServer, tmp_path: Path) -> None:
+    files = REAL[:12]
+    got = fetch_many(tmp_path, [image_server.url(f"/images/I/{f.name}") for f in files])
+    for file, result in zip(files, got):
+        data = file.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        assert result.error is None and result.status == 200 and result.attempts == 1
+        assert (result.sha256, result.size) == (sha, len(data))
+        assert result.path == tmp_path / sha[:2] / f"{sha}.jpg"
+        assert result.path.read_bytes() == data
+        with Image.open(file) as img:
+            assert (result.width, result.height) == img.size
+        assert image_server.hits[f"/images/I/{file.name}"] == 1
+    assert len(stored_files(tmp_path)) == len({hashlib.sha256(f.read_bytes()).digest() for f in files})
+
+
+def test_404_is_permanent_after_one_attempt(image_server: ImageServer, tmp_path: Path) -> None:
+    path = f"/fault/404/images/I/{REAL[0].name}"
+    got = fetch_one(tmp_path, image_server.url(path))
+    assert (got.error, got.retryable, got.attempts, got.status, got.path) == ("http 404", False, 1, 404, None)
+    assert image_server.hits[path] == 1
+
+
+def test_missing_file_is_a_plain_404(image_server: ImageServer, tmp_path: Path) -> None:
+    got = fetch_one(tmp_path, image_server.url("/images/I/doesnotexist.jpg"))
+    assert (got.error, got.retryable, got.attempts) == ("http 404", False, 1)
+
+
+def test_500_twice_then_success(image_server: ImageServer, tmp_path: Path) -> None:
+    path = f"/fault/500x2/images/I/{REAL[1].name}"
+    got = fetch_one(tmp_path, image_server.url(path))
+    assert got.error is None and got.attempts == 3 and got.status == 200
+    assert got.sha256 == hashlib.sha256(REAL[1].read_bytes()).hexdigest()
+    assert image_server.hits[path] == 3
+
+
+def test_500_forever_gives_up_retryable(image_server: ImageServer, tmp_path: Path) -> None:
+    path = "/fault/503/images/I/" + REAL[1].name
+    image_server.add_fault(path, Fault("status", 503))  # no Retry-After: our own backoff
+    got = fetch_one(tmp_path, image_server.url(path))
+    assert (got.error, got.retryable, got.attempts) == ("http 503", True, FAST.retries + 1)
+    assert image_server.hits[path] == FAST.retries + 1
+
+
+def test_429_retry_after_is_waited(image_server: ImageServer, tmp_path: Path) -> None:
+    path = f"/fault/429x1/images/I/{REAL[2].name}"  # Retry-After: 1
+    started = time.monotonic()
+    got = fetch_one(tmp_path, image_server.url(path))
+    assert got.error is None and got.attempts == 2
+    assert time.monotonic() - started >= 0.95  # the server's 1 s, not our 10 ms backoff
+    assert image_server.hits[path] == 2
+
+
+def test_retry_after_is_capped_by_backoff_max(image_server: ImageServer, tmp_path: Path) -> None:
+    path = f"/images/I/{REAL[2].name}"
+    image_server.add_fault(path, Fault("status", 503, times=1, retry_after="3600"))
+    got = fetch_one(tmp_path, image_server.url(path), replace(FAST, backoff_max=0.2))
+    assert got.error is None and got.attempts == 2
+
+
+def test_retry_after_parses_seconds_and_http_dates() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_stall_times_out_and_is_retryable(image_server: ImageServer, tmp_path: Path) -> None:
+    path = f"/fault/stall/images/I/{REAL[3].name}"
+    got = fetch_one(tmp_path, image_server.url(path), replace(FAST, retries=1))
+    assert got.error is not None and got.error.startswith("timeout after 0.4s")
+    assert got.retryable and got.attempts == 2 and got.path is None
+    assert image_server.hits[path] == 2
+
+
+def test_truncated_image_is_rejected(image_server: ImageServer, tmp_path: Path) -> None:
+    got = fetch_one(tmp_path, image_server.url(f"/fault/truncate/images/I/{REAL[4].name}"))
+    assert (got.error, got.retryable, got.attempts, got.status) == ("truncated image", False, 1, 200)
+    assert stored_files(tmp_path) == []
+
+
+def test_connection_cut_mid_body_is_retried(image_server: ImageServer, tmp_path: Path) -> None:
+    path = f"/fault/cut/images/I/{REAL[4].name}"
+    got = fetch_one(tmp_path, image_server.url(path))
+    assert got.error is not None and "mid-body" in got.error
+    assert got.retryable and got.attempts == FAST.retries + 1
+
+
+def test_cut_once_then_whole(image_server: ImageServer, tmp_path: Path) -> None:
+    path = f"/images/I/{REAL[5].name}"
+    image_server.add_fault(path, Fault("cut", times=1))
+    got = fetch_one(tmp_path, image_server.url(path))
+    assert got.error is None and got.attempts == 2
+    assert got.path is not None and got.path.read_bytes() == REAL[5].read_bytes()
+
+
+def test_html_is_not_an_image(image_server: ImageServer, tmp_path: Path) -> None:
+    got = fetch_one(tmp_path, image_server.url("/fault/html/images/I/x.jpg"))
+    assert got.error is not None and got.error.startswith("not an image: text/html")
+    assert not got.retryable and got.attempts == 1
+
+
+@pytest.mark.parametrize("spec", ["huge", "huge-chunked"])  # declared length, or only counted bytes
+def test_oversized_body_is_refused(image_server: ImageServer, tmp_path: Path, spec: str) -> None:
+    got = fetch_one(tmp_path, image_server.url(f"/fault/{spec}/x.jpg"))
+    assert got.error is not None and got.error.startswith("too large")
+    assert str(FAST.max_bytes) in got.error and not got.retryable and got.attempts == 1
+
+
+@pytest.mark.parametrize("size", ["9000x9000", "100000x100000"])  # over our limit; over Pillow's too
+def test_decompression_bomb_is_rejected(image_server: ImageServer, tmp_path: Path, size: str) -> None:
+    got = fetch_one(tmp_path, image_server.url(f"/bomb/{size}.png"))
+    assert got.error is not None and got.error.startswith("decompression bomb")
+    assert not got.retryable and stored_files(tmp_path) == []
+    assert Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's global is left alone
+
+
+def test_connection_refused_is_retryable(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once closed
+    got = fetch_one(tmp_path, f"http://127.0.0.1:{port}/images/I/a.jpg", replace(FAST, retries=1))
+    assert got.error is not None and got.error.startswith("cannot connect")
+    assert got.retryable and got.attempts == 2
+
+
+def test_same_link_concurrently_downloads_once(image_server: ImageServer, tmp_path: Path) -> None:
+    path = f"/images/I/{REAL[6].name}"
+    got = fetch_many(tmp_path, [image_server.url(path)] * 5)
+    assert len({g.path for g in got}) == 1 and all(g.error is None for g in got)
+    assert image_server.hits[path] == 1
+    assert len(stored_files(tmp_path)) == 1
+
+
+def test_same_bytes_under_two_links_are_stored_once(image_server: ImageServer, tmp_path: Path) -> None:
+    path = f"/images/I/{REAL[7].name}"
+    no_memo = replace(FAST, memo=0)
+    first = fetch_one(tmp_path, image_server.url(path), no_memo)
+    again = fetch_one(tmp_path, image_server.url(path), no_memo)
+    other = fetch_one(tmp_path, image_server.url(path + "?mirror=1"), no_memo)
+    assert first.path == again.path == other.path and first.sha256 == other.sha256
+    assert image_server.hits[path] == 2 and image_server.hits[path + "?mirror=1"] == 1
+    assert stored_files(tmp_path) == [first.path]
+
+
+def test_repeated_link_in_one_session_is_answered_from_memory(image_server: ImageServer, tmp_path: Path) -> None:
+    path = f"/images/I/{REAL[8].name}"
+
+    async def twice() -> tuple[Fetched, Fetched]:
+        async with Fetcher(tmp_path, FAST) as fetcher:
+            return await fetcher.fetch(image_server.url(path)), await fetcher.fetch(image_server.url(path))
+
+    first, second = asyncio.run(twice())
+    assert first == second and first.error is None
+    assert image_server.hits[path] == 1
+
+
+def test_local_files_by_uri_and_path(tmp_path: Path) -> None:
+    src = REAL[9]
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    by_uri, by_path, missing = fetch_many(tmp_path / "store", [src.as_uri(), str(src), "/nonexistent/x.jpg"])
+    assert by_uri.error is None and by_path.error is None
+    assert by_uri.path == by_path.path == tmp_path / "store" / sha[:2] / f"{sha}.jpg"
+    assert (by_uri.sha256, by_uri.size, by_uri.attempts, by_uri.status) == (sha, src.stat().st_size, 1, None)
+    assert missing.error == "no such file: /nonexistent/x.jpg" and not missing.retryable
+
+
+def test_local_file_gets_the_same_checks(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(REAL[0].read_bytes()[:1500])
+    text = tmp_path / "page.jpg"
+    text.write_text("<html></html>")
+    got_broken, got_text = fetch_many(tmp_path / "store", [broken.as_uri(), str(text)])
+    assert got_broken.error == "truncated image"
+    assert got_text.error is not None and got_text.error.startswith("not an image")
+
+
+def test_faults_do_not_disturb_the_rest_of_a_batch(image_server: ImageServer, tmp_path: Path) -> None:
+    faults = ["404", "500x1", "stall", "truncate", "cut", "html", "huge", "reset"]
+    good = [image_server.url(f"/images/I/{f.name}") for f in REAL[10:40]]
+    bad = [image_server.url(f"/fault/{spec}/images/I/{REAL[0].name}") for spec in faults]
+    links = [link for pair in zip(good, bad + [None] * len(good)) for link in pair if link]
+    got = {g.link: g for g in fetch_many(tmp_path, links, replace(FAST, concurrency=8, per_host=4))}
+    assert all(got[link].error is None and got[link].attempts == 1 for link in good)
+    outcome = {spec: got[link].error is None for spec, link in zip(faults, bad)}
+    assert outcome == {spec: spec == "500x1" for spec in faults}
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_rendered_formats_keep_their_extension(image_server: ImageServer, tmp_path: Path) -> None:
+    got = fetch_many(tmp_path, [image_server.url(f"/render/320x200.{ext}") for ext in ("png", "webp", "jpg")])
+    assert [g.path.suffix for g in got if g.path] == [".png", ".webp", ".jpg"]
+    assert all((g.width, g.height) == (320, 200) for g in got)
+
+
+def test_link_key() -> None:
+    assert link_key("https://m.media-amazon.com/images/I/61I9XdN6OFL.jpg") == "61I9XdN6OFL"
+    assert link_key("file:///data/img/41a%2Bb.jpg") == "41a+b"
+    assert link_key("/data/img/abc.png?x=1") == "abc"
