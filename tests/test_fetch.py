@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -238,3 +240,17 @@ def test_link_key() -> None:
     assert link_key("https://m.media-amazon.com/images/I/61I9XdN6OFL.jpg") == "61I9XdN6OFL"
     assert link_key("file:///data/img/41a%2Bb.jpg") == "41a+b"
     assert link_key("/data/img/abc.png?x=1") == "abc"
+
+
+def test_server_script_mode_for_subprocess_tests(tmp_path: Path) -> None:
+    script = Path(__file__).with_name("http_server.py")
+    proc = subprocess.Popen([sys.executable, str(script), "--port", "0", "--fault", "/images/I/=500x1"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.startswith("serving http://127.0.0.1:")
+        got = fetch_one(tmp_path, f"{line.split()[1]}/images/I/{REAL[0].name}")
+        assert got.error is None and got.attempts == 2  # the prefix fault answered 500 once
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
