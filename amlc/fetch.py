@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 1 << 16
+STALE_TEMP_SECONDS = 60.0
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
@@ -125,8 +126,8 @@ def check_image(data: bytes, max_pixels: int, content_type: str = "") -> Checked
     except Image.DecompressionBombError as exc:
         raise FetchFailure(f"decompression bomb: {exc}", False) from exc
     except UnidentifiedImageError as exc:
-        head = data[:32]
-        raise FetchFailure(f"not an image: {content_type or 'no content-type'} {head!r}", False) from exc
+        kind = content_type or "no content-type"
+        raise FetchFailure(f"not an image: {kind}, starts {data[:16]!r}", False) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         text = str(exc)
         reason = "truncated image" if "truncated" in text.lower() else f"corrupt image: {text}"
@@ -162,7 +163,24 @@ def store_bytes(image_dir: Path, data: bytes, checked: Checked) -> Path:
 
 def check_and_store(image_dir: Path, data: bytes, max_pixels: int, content_type: str) -> tuple[Path, Checked]:
     checked = check_image(data, max_pixels, content_type)
-    return store_bytes(image_dir, data, checked), checked
+    try:
+        return store_bytes(image_dir, data, checked), checked
+    except OSError as exc:  # disk full, permissions: the link is fine, a later try may work
+        raise FetchFailure(f"cannot write image: {exc}", True) from exc
+
+
+def sweep_temp_files(image_dir: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove temp files a killed process left behind; a live one exists for milliseconds."""
+    cutoff = time.time() - older_than
+    removed = 0
+    for tmp in image_dir.glob("*/.tmp-*"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass  # another process finished or swept it
+    return removed
 
 
 def read_local(path: Path, max_bytes: int) -> bytes:
@@ -219,6 +237,7 @@ class Fetcher:
     async def __aenter__(self) -> Fetcher:
         c = self.config
         self.image_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(sweep_temp_files, self.image_dir)
         connector = aiohttp.TCPConnector(limit=c.concurrency, limit_per_host=c.per_host, ttl_dns_cache=300)
         timeout = aiohttp.ClientTimeout(total=c.total_timeout, sock_connect=c.connect_timeout,
                                         sock_read=c.read_timeout)

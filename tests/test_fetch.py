@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import socket
 import subprocess
 import sys
@@ -254,3 +255,21 @@ def test_server_script_mode_for_subprocess_tests(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_stale_temp_files_of_a_killed_run_are_swept(tmp_path: Path) -> None:
+    stale, fresh = tmp_path / "ab" / ".tmp-dead.jpg", tmp_path / "cd" / ".tmp-live.jpg"
+    for tmp in (stale, fresh):
+        tmp.parent.mkdir()
+        tmp.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    fetch_one(tmp_path, REAL[0].as_uri())  # entering the Fetcher sweeps
+    assert not stale.exists() and fresh.exists()
+
+
+def test_unwritable_store_is_a_retryable_failure(tmp_path: Path) -> None:
+    src = REAL[0]
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    (tmp_path / sha[:2]).write_text("a file where the folder should be")
+    got = fetch_one(tmp_path, src.as_uri())
+    assert got.error is not None and got.error.startswith("cannot write image") and got.retryable
