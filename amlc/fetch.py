@@ -33,7 +33,8 @@ from PIL import Image, UnidentifiedImageError
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 1 << 16
 STALE_TEMP_SECONDS = 60.0
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
+              "TIFF": "tif", "AVIF": "avif"}
 
 
 @dataclass(frozen=True)
@@ -109,14 +110,24 @@ def stored_path(image_dir: Path, sha: str, ext: str) -> Path:
 
 # ---------------------------------------------------------------- decode check (worker thread)
 
+def _decoders() -> tuple[str, ...]:
+    # Only formats a product photo comes in: Pillow's other plugins (EPS runs Ghostscript, and
+    # many rarely used parsers) never see downloaded bytes.
+    Image.init()
+    return tuple(fmt for fmt in EXTENSIONS if fmt in Image.OPEN)
+
+
+DECODERS = _decoders()
+
+
 def check_image(data: bytes, max_pixels: int, content_type: str = "") -> Checked:
     """Decode `data` fully; raise FetchFailure (permanent) when it is not a usable image."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=DECODERS) as img:
             fmt, (width, height) = img.format or "", img.size
             _guard_pixels(width, height, max_pixels)
             img.verify()  # structure and checksums, cheap
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=DECODERS) as img:
             # JPEG can decode at 1/8 scale: every byte of the entropy stream is still read, so
             # truncation is still caught, for a fraction of the CPU.
             img.draft("RGB", (max(1, width // 8), max(1, height // 8)))

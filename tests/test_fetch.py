@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from amlc.fetch import FetchConfig, Fetched, Fetcher, link_key, parse_retry_afte
 from http_server import DEFAULT_ROOT, Fault, ImageServer
 
 # short timeouts and backoffs keep the whole file fast
-FAST = FetchConfig(connect_timeout=2, read_timeout=0.4, retries=2, backoff_base=0.01, backoff_max=2,
+FAST = FetchConfig(connect_timeout=2, read_timeout=1.0, retries=2, backoff_base=0.01, backoff_max=2,
                    max_bytes=2_000_000)
 REAL = sorted(DEFAULT_ROOT.glob("*.jpg"))
 
@@ -112,7 +113,7 @@ def test_retry_after_parses_seconds_and_http_dates() -> None:
 def test_stall_times_out_and_is_retryable(image_server: ImageServer, tmp_path: Path) -> None:
     path = f"/fault/stall/images/I/{REAL[3].name}"
     got = fetch_one(tmp_path, image_server.url(path), replace(FAST, retries=1))
-    assert got.error is not None and got.error.startswith("timeout after 0.4s")
+    assert got.error is not None and got.error.startswith("timeout after 1s")
     assert got.retryable and got.attempts == 2 and got.path is None
     assert image_server.hits[path] == 2
 
@@ -136,6 +137,14 @@ def test_cut_once_then_whole(image_server: ImageServer, tmp_path: Path) -> None:
     got = fetch_one(tmp_path, image_server.url(path))
     assert got.error is None and got.attempts == 2
     assert got.path is not None and got.path.read_bytes() == REAL[5].read_bytes()
+
+
+def test_exotic_formats_are_not_decoded(image_server: ImageServer, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buf, format="PCX")  # Pillow reads it; we do not
+    image_server.add_bytes("/odd/label.pcx", buf.getvalue(), "image/x-pcx")
+    got = fetch_one(tmp_path, image_server.url("/odd/label.pcx"))
+    assert got.error is not None and got.error.startswith("not an image: image/x-pcx")
 
 
 def test_html_is_not_an_image(image_server: ImageServer, tmp_path: Path) -> None:
