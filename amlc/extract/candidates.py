@@ -71,8 +71,11 @@ UNICODE_FRACTIONS = {"½": Fraction(1, 2), "¼": Fraction(1, 4), "¾": Fraction(
                      "⅞": Fraction(7, 8)}
 _UF = "".join(UNICODE_FRACTIONS)
 NUMBER_RE = re.compile(
-    rf"(?<![\d.,])(?:"
-    rf"(?P<mixed>\d+)[\s-]+(?P<mnum>\d+)/(?P<mden>\d+)"         # 3 1/2, 1-1/2
+    # Not inside another number; a dot after a letter is punctuation ('AVE.73G'), and a dot
+    # after a blank starts a decimal ('.5"').
+    rf"(?<![\d,])(?<!\d\.)(?:"
+    rf"(?<![A-Za-z])\.(?P<lead>\d+)"                               # .5
+    rf"|(?P<mixed>\d+)[\s-]+(?P<mnum>\d+)/(?P<mden>\d+)"         # 3 1/2, 1-1/2
     rf"|(?P<fnum>\d+)/(?P<fden>\d+)"                           # 3/4
     rf"|(?P<int>\d*)(?P<uf>[{_UF}])"                           # 3½, ½
     rf"|(?P<thou>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?)(?![\d,])"   # 1,500 or 1,500.5
@@ -155,6 +158,8 @@ def _match_value(m: re.Match[str]) -> tuple[Decimal, bool] | None:
         return _to_decimal(Fraction(num, den)), True
     if g["uf"] is not None:
         return _to_decimal(int(g["int"] or 0) + UNICODE_FRACTIONS[g["uf"]]), True
+    if g["lead"] is not None:
+        return Decimal("0." + g["lead"]), False
     if g["thou"] is not None:
         return Decimal(g["thou"].replace(",", "")), False
     return _decimal_text(g["dec"]), False

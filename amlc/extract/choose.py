@@ -1,6 +1,6 @@
 """Choosing the answer: a linear score per candidate, a softmax over the candidates plus 'none'.
 
-The 'none' option scores 0, so a row whose candidates all look poor gets a low confidence; the
+The 'none' option has a fixed score (fitted after the ranker), so a row whose candidates all look poor gets a low confidence; the
 confidence of an answer is the summed probability of its mentions. An entity's threshold turns a
 low-confidence answer into a blank.
 """
@@ -43,17 +43,20 @@ class Model:
     weights: dict[str, float]
     thresholds: dict[str, float] = field(default_factory=dict)   # entity -> minimum confidence
     meta: dict[str, Any] = field(default_factory=dict)
+    none_score: float = 0.0    # the score of answering nothing, against which confidence is read
 
     def score(self, features: dict[str, float]) -> float:
         return sum((self.weights.get(name, 0.0) + RULE_WEIGHTS.get(name, 0.0)) * value
                    for name, value in features.items())
 
     def to_json(self) -> dict:
-        return {"weights": self.weights, "thresholds": self.thresholds, "meta": self.meta}
+        return {"weights": self.weights, "thresholds": self.thresholds, "meta": self.meta,
+                "none_score": self.none_score}
 
     @classmethod
     def from_json(cls, data: dict) -> "Model":
-        return cls(dict(data["weights"]), dict(data.get("thresholds", {})), dict(data.get("meta", {})))
+        return cls(dict(data["weights"]), dict(data.get("thresholds", {})), dict(data.get("meta", {})),
+                   float(data.get("none_score", 0.0)))
 
 
 def rank(candidates: list[Candidate], entity: str, group: str | None, priors: Priors,
@@ -64,7 +67,7 @@ def rank(candidates: list[Candidate], entity: str, group: str | None, priors: Pr
         cand.features = f
         cand.score = model.score(f)
     top = max((c.score for c in candidates), default=0.0)
-    norm = math.exp(-top) + sum(math.exp(c.score - top) for c in candidates)   # 'none' scores 0
+    norm = math.exp(model.none_score - top) + sum(math.exp(c.score - top) for c in candidates)
     by_answer: dict[str, tuple[float, Candidate]] = {}
     for cand in candidates:
         p = math.exp(cand.score - top) / norm

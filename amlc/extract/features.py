@@ -29,6 +29,11 @@ KEYWORDS: dict[str, str] = {
     "item_volume": r"volume|capacity|net|contents?|vol\b|inhalt",
 }
 KEYWORD_RES = {e: re.compile(p, re.IGNORECASE) for e, p in KEYWORDS.items()}
+# Words around a number that is a part, a dose or a nutrient rather than the product's own
+# measure: 'Serving size 30g', 'per 100g', 'Protein 11.2g', 'approx 20g', '230gsm'.
+PART_CONTEXT_RE = re.compile(r"serving|portion|per\b|pro\b|each|approx|ca\.|calorie|kcal|fat|protein|"
+                             r"carb|sugar|sodium|fibre|fiber|vitamin|dose|tablet|capsule|scoop|dv\b",
+                             re.IGNORECASE)
 SIBLINGS = {"height": ("width", "depth"), "width": ("height", "depth"), "depth": ("height", "width"),
             "item_weight": ("maximum_weight_recommendation",),
             "maximum_weight_recommendation": ("item_weight",),
@@ -68,6 +73,20 @@ def _keyword_adjacent(text: str, cand: Candidate, entity: str) -> bool:
     """A keyword with no other number between it and this one ('Net wt 200g', not '5g net')."""
     window = text[max(0, cand.column - KEYWORD_WINDOW):cand.column]
     return bool(KEYWORD_RES[entity].search(re.split(r"\d", window)[-1]))
+
+
+def _context_flags(c: Candidate) -> dict[str, float]:
+    """What touches the number: letters glued to it, a percent sign, part/nutrient words."""
+    text, start = c.line_text, c.column
+    end = start + (c.end - c.start)
+    before = text[max(0, start - KEYWORD_WINDOW):start]
+    return {
+        "glued_left": float(start > 0 and text[start - 1].isalpha()),
+        "glued_right": float(c.bare and end < len(text) and text[end:end + 1].isalpha()),
+        "percent_after": float("%" in text[end:end + 8]),
+        "part_context": float(bool(PART_CONTEXT_RE.search(re.split(r"\d", before)[-1]))),
+        "in_parentheses": float("(" in text[max(0, start - 2):start]),
+    }
 
 
 def _size(c: Candidate) -> float:
@@ -111,10 +130,15 @@ def _pair_roles(candidates: Sequence[Candidate], sizes: list[float]) -> list[str
     return roles
 
 
-def _size_ranks(sizes: list[float]) -> list[int]:
-    """0 for the largest size, 1 for the next distinct size, ..."""
-    distinct = sorted(set(round(s, 6) for s in sizes), reverse=True)
-    return [distinct.index(round(s, 6)) for s in sizes]
+def _size_ranks(sizes: list[float]) -> tuple[list[int], int]:
+    """Each size's rank among the distinct sizes (0 = largest), sizes within EQUIVALENT
+    counting as one (so '48cm/18.9in' is one size), and how many distinct sizes there are."""
+    distinct: list[float] = []
+    for size in sorted(sizes, reverse=True):
+        if not distinct or distinct[-1] - size > EQUIVALENT * distinct[-1]:
+            distinct.append(size)
+    ranks = [next(i for i, d in enumerate(distinct) if d - size <= EQUIVALENT * d) for size in sizes]
+    return ranks, len(distinct)
 
 
 def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
@@ -124,10 +148,9 @@ def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
     counts = Counter((c.value, c.unit) for c in candidates)
     unit_counts = Counter(c.unit for c in candidates)
     sizes = [_size(c) for c in candidates]
-    biggest, smallest = max(sizes, default=0), min(sizes, default=0)
     heights = _line_heights(candidates)
     roles = _pair_roles(candidates, sizes)
-    ranks = _size_ranks(sizes)
+    ranks, n_sizes = _size_ranks(sizes)
     out = []
     for i, c in enumerate(candidates):
         f: dict[str, float] = {
@@ -154,15 +177,16 @@ def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
             "zero": float(c.value == 0),
             "integer": float(c.value == c.value.to_integral_value()),
             "ocr_confidence": c.confidence - 1.0,
-            f"largest:{entity}": float(n > 1 and sizes[i] == biggest),
-            f"second_largest:{entity}": float(n > 2 and ranks[i] == 1),
-            f"smallest:{entity}": float(n > 1 and sizes[i] == smallest),
+            f"largest:{entity}": float(n_sizes > 1 and ranks[i] == 0),
+            f"second_largest:{entity}": float(n_sizes > 2 and ranks[i] == 1),
+            f"smallest:{entity}": float(n_sizes > 1 and ranks[i] == n_sizes - 1),
             f"first:{entity}": float(i == 0),
             f"last:{entity}": float(i == n - 1 and n > 1),
             f"order:{entity}": i / (n - 1) if n > 1 else 0.0,
             f"metric:{entity}": float(c.unit in METRIC),
             f"range_high:{entity}": float(c.range_role == "high"),
         }
+        f.update(_context_flags(c))
         if c.bare:   # unit-less numbers rank by their own weights (no unit evidence to share)
             f.update({"bare_value_logp": f["value_logp"], "bare_first": f["first"],
                       "bare_keyword": f["keyword"], "bare_repeats": f["repeats"],
