@@ -268,9 +268,14 @@ class Fetcher:
         if remembered is not None and remembered.path is not None and remembered.path.is_file():
             self._memo.move_to_end(link)
             return remembered
-        pending = self._inflight.get(link)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while (pending := self._inflight.get(link)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we were cancelled
+                # the caller that owned the download was cancelled: take it over
         future: asyncio.Future[Fetched] = asyncio.get_running_loop().create_future()
         self._inflight[link] = future
         try:
@@ -279,7 +284,7 @@ class Fetcher:
             self._remember(result)
             return result
         except asyncio.CancelledError:
-            future.cancel()  # waiters see the cancellation too
+            future.cancel()  # a waiter takes over (see above)
             raise
         except BaseException as exc:  # a bug, not a per-URL fault: waiters get it as well
             future.set_exception(exc)

@@ -282,3 +282,21 @@ def test_unwritable_store_is_a_retryable_failure(tmp_path: Path) -> None:
     (tmp_path / sha[:2]).write_text("a file where the folder should be")
     got = fetch_one(tmp_path, src.as_uri())
     assert got.error is not None and got.error.startswith("cannot write image") and got.retryable
+
+
+def test_waiter_takes_over_when_the_first_caller_is_cancelled(image_server: ImageServer,
+                                                             tmp_path: Path) -> None:
+    path = f"/fault/slow/images/I/{REAL[11].name}"  # 1 s before the answer
+
+    async def go() -> Fetched:
+        async with Fetcher(tmp_path, FAST) as fetcher:
+            first = asyncio.create_task(fetcher.fetch(image_server.url(path)))
+            await asyncio.sleep(0.1)
+            second = asyncio.create_task(fetcher.fetch(image_server.url(path)))
+            await asyncio.sleep(0.1)
+            first.cancel()
+            return await asyncio.wait_for(second, 10)
+
+    got = asyncio.run(go())
+    assert got.error is None and got.path is not None
+    assert image_server.hits[path] == 2  # the cancelled download, then the waiter's own
