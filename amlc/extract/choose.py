@@ -60,9 +60,9 @@ class Model:
 
 
 def rank(candidates: list[Candidate], entity: str, group: str | None, priors: Priors,
-         model: Model) -> list[tuple[str, float, Candidate]]:
+         model: Model, mentions: Sequence[Candidate] = ()) -> list[tuple[str, float, Candidate]]:
     """Distinct answers as (answer text, probability, best mention), most probable first."""
-    feats = featurize(candidates, entity, group, priors)
+    feats = featurize(candidates, entity, group, priors, mentions)
     for cand, f in zip(candidates, feats):
         cand.features = f
         cand.score = model.score(f)
@@ -91,8 +91,8 @@ class Extractor:
 
     def predict(self, entity: str, ocr: str | Sequence[Any], group_id: str | None = None) -> Prediction:
         """`ocr` is the OCR text, or its lines (strings or objects with .text/.confidence/.box)."""
-        candidates = entity_candidates(ocr, entity, group_id, self.priors)
-        ranked = rank(candidates, entity, group_id, self.priors, self.model) if candidates else []
+        candidates, mentions = entity_candidates(ocr, entity, group_id, self.priors)
+        ranked = rank(candidates, entity, group_id, self.priors, self.model, mentions) if candidates else []
         ordered = sorted(candidates, key=lambda c: -c.score)
         if not ranked:
             return Prediction(None, 0.0, ordered)

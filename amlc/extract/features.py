@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from ..units import ENTITY_UNITS
 from .candidates import AMBIGUOUS_UNITS, QUOTE_UNITS, Candidate, bare_candidates, extract_candidates
-from .priors import Priors
+from .priors import SCALE, Priors
 
 KEYWORDS: dict[str, str] = {
     "item_weight": r"net\.?\s*w(?:eigh)?t|nett?o?|weight|wt|peso|poids|gewicht|inhalt|contenu|gross",
@@ -41,14 +41,6 @@ SIBLINGS = {"height": ("width", "depth"), "width": ("height", "depth"), "depth":
 DIMENSIONS = ("height", "width", "depth")
 KEYWORD_WINDOW = 30   # characters before a number searched for its keyword (about 4 words)
 
-# How many base units (gram, millimetre, millilitre, volt, watt) one unit is; for ranking sizes.
-SCALE = {"centimetre": 10, "foot": 304.8, "inch": 25.4, "metre": 1000, "millimetre": 1, "yard": 914.4,
-         "gram": 1, "kilogram": 1000, "microgram": 1e-6, "milligram": 1e-3, "ounce": 28.35,
-         "pound": 453.6, "ton": 1e6, "kilovolt": 1000, "millivolt": 1e-3, "volt": 1,
-         "kilowatt": 1000, "watt": 1, "centilitre": 10, "cubic foot": 28317, "cubic inch": 16.39,
-         "cup": 240, "decilitre": 100, "fluid ounce": 29.57, "gallon": 3785, "imperial gallon": 4546,
-         "litre": 1000, "microlitre": 1e-3, "millilitre": 1, "pint": 473, "quart": 946}
-
 
 def allowed(candidates: Sequence[Candidate], entity: str) -> list[Candidate]:
     units = ENTITY_UNITS[entity]
@@ -56,12 +48,21 @@ def allowed(candidates: Sequence[Candidate], entity: str) -> list[Candidate]:
 
 
 def entity_candidates(ocr: str | Sequence[Any], entity: str, group: str | None,
-                      priors: Priors) -> list[Candidate]:
-    """The candidates whose unit the entity allows; when there are none, the unit-less numbers
-    with the unit the entity most often has in this group."""
-    found = allowed(extract_candidates(ocr), entity)
+                      priors: Priors) -> tuple[list[Candidate], list[Candidate]]:
+    """(candidates, mentions): the mentions whose unit the entity allows or, when there are
+    none, the unit-less numbers with the unit the entity most often has in this group; and
+    every number+unit mention in the text, whatever its unit."""
+    mentions = extract_candidates(ocr)
+    found = allowed(mentions, entity)
     unit = priors.top_unit(entity, group)
-    return found or (bare_candidates(ocr, unit) if unit else [])
+    return found or (bare_candidates(ocr, unit) if unit else []), mentions
+
+
+def _metric_share(mentions: Sequence[Candidate]) -> float:
+    """-1 (all imperial) .. 1 (all metric) over every unit written in the text; 0 if none."""
+    if not mentions:
+        return 0.0
+    return 2 * sum(m.unit in METRIC for m in mentions) / len(mentions) - 1
 
 
 def _keyword_before(text: str, cand: Candidate, entity: str) -> bool:
@@ -142,9 +143,11 @@ def _size_ranks(sizes: list[float]) -> tuple[list[int], int]:
 
 
 def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
-              priors: Priors) -> list[dict[str, float]]:
-    """Features for each candidate (all already allowed for the entity)."""
+              priors: Priors, mentions: Sequence[Candidate] = ()) -> list[dict[str, float]]:
+    """Features for each candidate (all already allowed for the entity); `mentions` are all
+    the number+unit mentions of the text, which tell whether it writes metric or imperial."""
     n = len(candidates)
+    metric_share = _metric_share(mentions)
     counts = Counter((c.value, c.unit) for c in candidates)
     unit_counts = Counter(c.unit for c in candidates)
     sizes = [_size(c) for c in candidates]
@@ -158,6 +161,7 @@ def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
             "unit_logp": priors.unit_logp(entity, c.unit),
             "group_unit_logp": priors.group_unit_logp(entity, group, c.unit),
             "value_logp": priors.value_logp(entity, c.unit, c.value),
+            "group_size_logp": priors.group_size_logp(entity, group, c.value, c.unit),
             "repeats": math.log(counts[(c.value, c.unit)]),
             "unit_share": unit_counts[c.unit] / n,
             "order": i / (n - 1) if n > 1 else 0.0,
@@ -184,6 +188,7 @@ def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
             f"last:{entity}": float(i == n - 1 and n > 1),
             f"order:{entity}": i / (n - 1) if n > 1 else 0.0,
             f"metric:{entity}": float(c.unit in METRIC),
+            "metric_agrees": metric_share * (1 if c.unit in METRIC else -1),
             f"range_high:{entity}": float(c.range_role == "high"),
         }
         f.update(_context_flags(c))

@@ -16,6 +16,14 @@ from typing import Iterable
 
 from ..units import AnswerError, parse_label
 
+# How many base units (gram, millimetre, millilitre, volt, watt) one unit is; for ranking sizes.
+SCALE = {"centimetre": 10, "foot": 304.8, "inch": 25.4, "metre": 1000, "millimetre": 1, "yard": 914.4,
+         "gram": 1, "kilogram": 1000, "microgram": 1e-6, "milligram": 1e-3, "ounce": 28.35,
+         "pound": 453.6, "ton": 1e6, "kilovolt": 1000, "millivolt": 1e-3, "volt": 1,
+         "kilowatt": 1000, "watt": 1, "centilitre": 10, "cubic foot": 28317, "cubic inch": 16.39,
+         "cup": 240, "decilitre": 100, "fluid ounce": 29.57, "gallon": 3785, "imperial gallon": 4546,
+         "litre": 1000, "microlitre": 1e-3, "millilitre": 1, "pint": 473, "quart": 946}
+
 LOG_BIN = 0.25          # width of a log10(value) bin: a quarter decade
 LOG_MIN, LOG_MAX = -3.0, 6.0
 GROUP_SMOOTHING = 20.0  # pseudo-counts of the entity-wide unit share mixed into each group's
@@ -29,6 +37,13 @@ def value_bin(value: Decimal) -> int:
 
 
 N_BINS = value_bin(Decimal(10) ** int(LOG_MAX)) + 1
+N_DECADES = 16   # sizes in base units span about 1e-6 .. 1e9
+
+
+def size_decade(value: Decimal, unit: str) -> int:
+    """floor(log10) of the size in base units (gram, millimetre, millilitre, volt, watt)."""
+    size = float(value) * SCALE.get(unit, 1.0)
+    return math.floor(math.log10(size)) if size > 0 else -99
 
 
 @dataclass
@@ -36,11 +51,13 @@ class Priors:
     units: dict[str, Counter[str]] = field(default_factory=dict)              # entity -> unit counts
     group_units: dict[str, Counter[str]] = field(default_factory=dict)        # "entity|group" -> counts
     values: dict[str, list[int]] = field(default_factory=dict)                # "entity|unit" -> bin counts
+    # "entity|group" -> {decade of the size in base units: count}; "entity|" holds the entity's
+    group_sizes: dict[str, Counter[int]] = field(default_factory=dict)
 
     @classmethod
     def count(cls, rows: Iterable[tuple[str, str, str]]) -> "Priors":
         """From (entity, group_id, label) rows; unreadable labels are skipped."""
-        priors = cls(defaultdict(Counter), defaultdict(Counter), {})
+        priors = cls(defaultdict(Counter), defaultdict(Counter), {}, defaultdict(Counter))
         for entity, group, label in rows:
             try:
                 answer = parse_label(label, entity)
@@ -52,6 +69,9 @@ class Priors:
             b = value_bin(answer.value)
             if b >= 0:
                 bins[b] += 1
+                decade = size_decade(answer.value, answer.unit)
+                priors.group_sizes[f"{entity}|{group}"][decade] += 1
+                priors.group_sizes[f"{entity}|"][decade] += 1
         return priors
 
     @classmethod
@@ -80,6 +100,16 @@ class Priors:
             return math.log(1 / (N_BINS + 1))
         return math.log((bins[b] + 1) / (sum(bins) + N_BINS))
 
+    def group_size_logp(self, entity: str, group: str | None, value: Decimal, unit: str) -> float:
+        """How usual this size (in base units, by decade) is for the entity in the group, shrunk
+        toward the entity-wide share: rings are small, wardrobes are large."""
+        decade = size_decade(value, unit)
+        overall = self.group_sizes.get(f"{entity}|", Counter())
+        base = (overall.get(decade, 0) + 1) / (sum(overall.values()) + N_DECADES)
+        counts = self.group_sizes.get(f"{entity}|{group}", Counter()) if group else Counter()
+        return math.log((counts.get(decade, 0) + GROUP_SMOOTHING * base)
+                        / (sum(counts.values()) + GROUP_SMOOTHING))
+
     def top_unit(self, entity: str, group: str | None = None) -> str | None:
         counts = self.group_units.get(f"{entity}|{group}") if group else None
         counts = counts or self.units.get(entity)
@@ -88,10 +118,13 @@ class Priors:
     def to_json(self) -> dict:
         return {"units": {k: dict(v) for k, v in self.units.items()},
                 "group_units": {k: dict(v) for k, v in self.group_units.items()},
-                "values": self.values}
+                "values": self.values,
+                "group_sizes": {k: {str(d): n for d, n in v.items()} for k, v in self.group_sizes.items()}}
 
     @classmethod
     def from_json(cls, data: dict) -> "Priors":
         return cls({k: Counter(v) for k, v in data["units"].items()},
                    {k: Counter(v) for k, v in data["group_units"].items()},
-                   {k: list(v) for k, v in data["values"].items()})
+                   {k: list(v) for k, v in data["values"].items()},
+                   {k: Counter({int(d): n for d, n in v.items()})
+                    for k, v in data.get("group_sizes", {}).items()})

@@ -61,8 +61,8 @@ def build_design(rows: Sequence[TextRow], priors: Priors) -> Design:
             truth = parse_label(r.truth, r.entity)
         except AnswerError:
             continue
-        cands = entity_candidates(r.ocr_text, r.entity, r.group_id, priors)
-        for c, f in zip(cands, featurize(cands, r.entity, r.group_id, priors)):
+        cands, mentions = entity_candidates(r.ocr_text, r.entity, r.group_id, priors)
+        for c, f in zip(cands, featurize(cands, r.entity, r.group_id, priors, mentions)):
             feats.append(f)
             row_ids.append(i)
             correct.append(c.value == truth.value and c.unit == truth.unit)
