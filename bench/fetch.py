@@ -10,6 +10,8 @@ them with a distinct query string each, so every URL is a separate download. Com
   img2dataset its CLI on a URL list (files output, no resize, no re-encode); needs the package,
               ideally in its own venv since it pins old pandas/opencv (--img2dataset PATH)
   ceiling     a bare aiohttp loop reading bodies: no disk, no decode
+Besides images/s it prints client CPU per image (the server's excluded), steadier than wall
+time on a shared machine.
 Note that amlc stores identical bytes once, so it writes only one file per distinct image here.
 """
 
@@ -21,6 +23,7 @@ import glob
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -133,10 +136,17 @@ def run_img2dataset(exe: str, links: list[str], concurrency: int, work: Path) ->
 
 # ---------------------------------------------------------------- driver
 
-def timed(fn, *args) -> tuple[int, float]:
-    started = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU of this process and its reaped children (Pool workers, img2dataset), not the server's."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn, *args) -> tuple[int, float, float]:
+    """Result, wall seconds, CPU seconds. On a shared machine wall time is noisy; CPU is steadier."""
+    started, cpu = time.perf_counter(), cpu_seconds()
     ok = fn(*args)
-    return ok, time.perf_counter() - started
+    return ok, time.perf_counter() - started, cpu_seconds() - cpu
 
 
 def main() -> None:
@@ -151,16 +161,16 @@ def main() -> None:
     rates: dict[str, float] = {}
     print(f"{args.n} URLs over {len(list(IMAGES.glob('*.jpg')))} real images, {args.latency_ms:g} ms latency, "
           f"concurrency {args.concurrency}\n")
-    print(f"{'contender':<24}{'ok':>7}{'seconds':>10}{'images/s':>11}")
+    print(f"{'contender':<24}{'ok':>7}{'seconds':>10}{'images/s':>11}{'cpu ms/img':>12}")
     try:
         links = make_links(server.base, args.n)
         run_ceiling(links[:200], args.concurrency, Path("."))  # warm the server up
         for name, fn in [("ceiling (bare aiohttp)", run_ceiling), ("amlc Fetcher", run_amlc),
                          ("baseline (Pool+urllib)", run_baseline)]:
             with tempfile.TemporaryDirectory() as work:
-                ok, secs = timed(fn, links, args.concurrency, Path(work))
+                ok, secs, cpu = timed(fn, links, args.concurrency, Path(work))
             rates[name] = ok / secs
-            print(f"{name:<24}{ok:>7}{secs:>10.2f}{ok / secs:>11.1f}")
+            print(f"{name:<24}{ok:>7}{secs:>10.2f}{ok / secs:>11.1f}{1000 * cpu / max(ok, 1):>12.2f}")
         bench_img2dataset(args, links, rates)
     finally:
         server.close()
@@ -174,12 +184,13 @@ def bench_img2dataset(args: argparse.Namespace, links: list[str], rates: dict[st
         return
     with tempfile.TemporaryDirectory() as work:
         try:
-            (ok, span), secs = timed(run_img2dataset, exe, links, args.concurrency, Path(work))
+            (ok, span), secs, cpu = timed(run_img2dataset, exe, links, args.concurrency, Path(work))
         except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
             print(f"img2dataset: could not run ({exc}); skipped")
             return
     rates["img2dataset"] = ok / secs
-    print(f"{'img2dataset':<24}{ok:>7}{secs:>10.2f}{ok / secs:>11.1f}   (wall, incl. start-up)")
+    print(f"{'img2dataset':<24}{ok:>7}{secs:>10.2f}{ok / secs:>11.1f}{1000 * cpu / max(ok, 1):>12.2f}"
+          "   (wall and CPU incl. start-up)")
     if span:
         rates["img2dataset (shards)"] = ok / span
         print(f"{'img2dataset (shards)':<24}{ok:>7}{span:>10.2f}{ok / span:>11.1f}   (download span only)")
