@@ -143,25 +143,39 @@ def paddle_model_dirs(cache_dir: Path | None = None) -> dict[str, tuple[str, Pat
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     det, rec = wheel_model("det"), wheel_model("rec")
     return {
-        "det": (det.paddle_name, _ensure_folder(root, det, lambda: det_config())),
-        "rec": (rec.paddle_name, _ensure_folder(root, rec, lambda: rec_config(character_list(rec.path)))),
+        "det": (det.paddle_name, _ensure_folder(root, det, det_config())),
+        "rec": (rec.paddle_name, _ensure_folder(root, rec, rec_config(character_list(rec.path)))),
     }
 
 
-def _ensure_folder(root: Path, model: WheelModel, config) -> Path:
+def _ensure_folder(root: Path, model: WheelModel, config: dict[str, Any]) -> Path:
     folder = root / model.paddle_name
-    onnx, yml = folder / "inference.onnx", folder / "inference.yml"
-    if yml.exists() and onnx.exists() and onnx.stat().st_size == model.path.stat().st_size:
+    yml = yaml.safe_dump({"Global": {"model_name": model.paddle_name}, **config}, allow_unicode=True)
+    if _is_current(folder, model, yml):
         return folder
     root.mkdir(parents=True, exist_ok=True)
-    # Build in a temporary sibling and rename, so a crash never leaves a half-written folder behind.
+    # Build in a temporary sibling and rename, so a crash never leaves a half-written folder.
     tmp = Path(tempfile.mkdtemp(prefix=f".{model.paddle_name}-", dir=root))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared by users
         shutil.copyfile(model.path, tmp / "inference.onnx")
-        body = {"Global": {"model_name": model.paddle_name}, **config()}
-        (tmp / "inference.yml").write_text(yaml.safe_dump(body, allow_unicode=True), encoding="utf-8")
+        (tmp / "inference.yml").write_text(yml, encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not _is_current(folder, model, yml):  # else another worker just wrote the same
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _is_current(folder: Path, model: WheelModel, yml: str) -> bool:
+    """The folder holds this wheel's model and the config this amlc writes (else rewrite it)."""
+    onnx, config = folder / "inference.onnx", folder / "inference.yml"
+    try:
+        return (onnx.stat().st_size == model.path.stat().st_size
+                and config.read_text(encoding="utf-8") == yml)
+    except OSError:
+        return False
