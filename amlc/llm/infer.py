@@ -25,6 +25,8 @@ class Engine:
     llm: object
     grammars: dict[str, object] = field(default_factory=dict)
     too_long: int = 0  # prompts that did not fit the context (answered blank)
+    prompt_tokens: int = 0  # tokens evaluated or reused from the cache, summed over calls
+    completion_tokens: int = 0
 
     def generate(self, prompt: str, entity: str | None = None, max_tokens: int = MAX_ANSWER_TOKENS) -> str:
         """Greedy completion text; under the entity's grammar when entity is given."""
@@ -35,6 +37,8 @@ class Engine:
         except ValueError:  # prompt longer than the context
             self.too_long += 1
             return ""
+        self.prompt_tokens += out["usage"]["prompt_tokens"]
+        self.completion_tokens += out["usage"]["completion_tokens"]
         return out["choices"][0]["text"]
 
     def answer(self, entity: str, prompt: str) -> str:

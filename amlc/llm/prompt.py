@@ -20,7 +20,7 @@ DEFAULT_TOKEN_BUDGET = 160
 
 _DIGIT = re.compile(r"\d")
 _WORD = re.compile(r"[a-zA-Zµ\"']+")
-_UNIT_WORDS = frozenset(k for k in UNIT_ALIASES if len(k) > 1 or k in ("g", "m", "l", "v", "w", '"', "'"))
+_UNIT_WORDS = frozenset(UNIT_ALIASES) - {"t"}  # a lone 't' is too common a word to mark a unit
 
 
 def estimate_tokens(text: str) -> int:

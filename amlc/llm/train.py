@@ -74,39 +74,31 @@ def is_gguf(base: str | Path) -> bool:
 
 
 def load_base(base: str | Path):
-    """(model, tokenizer) in float32 from an HF folder or a GGUF file (dequantized by transformers)."""
+    """(model, tokenizer) in float32 from an HF folder or a GGUF file (dequantized by transformers;
+    the tokenizer rebuilt from the GGUF's own vocabulary, see gguf_tokenizer.py)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .gguf_tokenizer import tokenizer_from_gguf
+
     p = Path(base)
-    where, extra = (p.parent, {"gguf_file": p.name}) if is_gguf(p) else (p, {})
-    tokenizer = AutoTokenizer.from_pretrained(where, **extra)
-    model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **extra)
-    if extra:
-        _special_tokens_from_gguf(tokenizer, model, p)
+    if is_gguf(p):
+        tokenizer = tokenizer_from_gguf(p)
+        model = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype=torch.float32)
+        _align_special_tokens(model, tokenizer)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(p)
+        model = AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 
-def _special_tokens_from_gguf(tokenizer, model, path: Path) -> None:
-    """Take EOS/PAD from the GGUF's own metadata: transformers' GGUF tokenizer loader reports
-    SmolLM2's <|im_start|> as EOS, while the file (and llama.cpp) stop on <|im_end|>."""
-    from gguf import GGUFReader
-
-    fields = GGUFReader(path).fields
-    for role in ("eos", "padding"):
-        field_ = fields.get(f"tokenizer.ggml.{role}_token_id")
-        if field_ is None:
-            continue
-        token_id = int(field_.parts[field_.data[0]][0])
-        token = tokenizer.convert_ids_to_tokens(token_id)
-        if role == "eos":
-            tokenizer.eos_token = token
-            model.config.eos_token_id = model.generation_config.eos_token_id = token_id
-        else:
-            tokenizer.pad_token = token
-            model.config.pad_token_id = model.generation_config.pad_token_id = token_id
+def _align_special_tokens(model, tokenizer) -> None:
+    """The model's EOS/PAD ids as the GGUF states them (llama.cpp stops on that EOS)."""
+    for config in (model.config, model.generation_config):
+        config.eos_token_id = tokenizer.eos_token_id
+        config.pad_token_id = tokenizer.pad_token_id
 
 
 def materialize_base(base: str | Path, folder: Path) -> Path:
