@@ -81,8 +81,10 @@ NUMBER_RE = re.compile(
     rf"|(?P<thou>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?)(?![\d,])"   # 1,500 or 1,500.5
     rf"|(?P<dec>\d+(?:[.,]\d+)?)"                              # 12, 12.5, 12,5
     rf")(?![\d/])")
-# Digits with O/o/l/I/S slips ('1O0g', 'S00ml'), only trusted when a unit follows at once.
-LOOSE_NUMBER_RE = re.compile(r"(?<![A-Za-z0-9.,])[0-9OoIlS]*\d[0-9OoIlS]*(?:[.,][0-9OoIlS]+)?")
+# Digits with O/o/l/I/S slips ('1O0g', 'S00ml', and digit-free 'IOOg', 'ISKG' that start with
+# a 1-like letter), only trusted when a unit follows at once.
+LOOSE_NUMBER_RE = re.compile(r"(?<![A-Za-z0-9.,])(?:[0-9OoIlS]*\d[0-9OoIlS]*|[Il][0-9OoIlS]+)"
+                             r"(?:[.,][0-9OoIlS]+)?")
 _SLIPS = str.maketrans({"O": "0", "o": "0", "I": "1", "l": "1", "S": "5"})
 RANGE_SEP_RE = re.compile(r"\s*(?:-|–|~|to|TO)\s*")
 TIMES_SEP_RE = re.compile(r"\s*(?:[xX×*]|by)\s*")
@@ -131,7 +133,8 @@ class Candidate:
         if len(snippet) > 60:
             lo = max(0, self.column - 25)
             snippet = snippet[lo:lo + 60]
-        return f"{self.answer_text} (line {self.line + 1}: {snippet!r})"
+        assumed = " [unit assumed]" if self.bare else ""
+        return f"{self.answer_text}{assumed} (line {self.line + 1}: {snippet!r})"
 
 
 def _to_decimal(fraction: Fraction) -> Decimal:
@@ -179,7 +182,7 @@ def find_numbers(text: str) -> list[NumberToken]:
         if word[-1] in "oOlI" and UNIT_RE.match(text, m.end() - 1):
             continue   # '5l' or '1Oz' read as a unit, not as a slipped digit
         fixed = word.translate(_SLIPS).replace(",", ".")
-        if re.fullmatch(r"\d+(?:\.\d+)?", fixed):
+        if re.fullmatch(r"(?:[1-9]\d*|0)(?:\.\d+)?", fixed):
             numbers = [n for n in numbers if not (m.start() <= n.start < m.end())]
             numbers.append(NumberToken(Decimal(fixed), m.start(), m.end(), slipped=True))
     return sorted(numbers, key=lambda n: n.start)

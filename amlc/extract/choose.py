@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..units import Answer, make_answer
+from ..units import Answer, check_entity, make_answer
 from .candidates import Candidate
 from .features import entity_candidates, featurize
 from .priors import Priors
@@ -90,12 +90,14 @@ class Extractor:
         return cls(load_model(path or DEFAULT_MODEL), load_priors(priors_path or DEFAULT_PRIORS))
 
     def predict(self, entity: str, ocr: str | Sequence[Any], group_id: str | None = None) -> Prediction:
-        """`ocr` is the OCR text, or its lines (strings or objects with .text/.confidence/.box)."""
+        """`ocr` is the OCR text, or its lines (strings or objects with .text/.confidence/.box).
+        Raises AnswerError for an unknown entity."""
+        check_entity(entity)
         candidates, mentions = entity_candidates(ocr, entity, group_id, self.priors)
-        ranked = rank(candidates, entity, group_id, self.priors, self.model, mentions) if candidates else []
+        if not candidates:
+            return Prediction(None, 0.0, [])
+        ranked = rank(candidates, entity, group_id, self.priors, self.model, mentions)
         ordered = sorted(candidates, key=lambda c: -c.score)
-        if not ranked:
-            return Prediction(None, 0.0, ordered)
         _, confidence, best = ranked[0]
         if confidence < self.model.thresholds.get(entity, 0.0):
             return Prediction(None, confidence, ordered)
