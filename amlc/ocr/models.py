@@ -18,6 +18,14 @@ from typing import Any
 
 import yaml
 
+# PaddleOCR's own detection settings for PP-OCRv5/v6 (BGR input, ImageNet normalisation, DB
+# post-process); both backends use them so that they see the same boxes.
+DET_MEAN = [0.485, 0.456, 0.406]
+DET_STD = [0.229, 0.224, 0.225]
+DET_THRESH = 0.3
+DET_BOX_THRESH = 0.6
+DET_UNCLIP_RATIO = 1.5
+
 _WHEEL_MODEL = re.compile(r"^(PP-OCRv\d+)_(det|rec)_(\w+)\.onnx$")
 
 
@@ -96,15 +104,14 @@ def character_list(rec: Path) -> list[str]:
 
 
 def det_config() -> dict[str, Any]:
-    # PaddleOCR's own PP-OCRv5/v6 detection settings (BGR input, ImageNet normalisation, DB post-process).
     return {
         "PreProcess": {
             "transform_ops": [
                 {"DecodeImage": {"channel_first": False, "img_mode": "BGR"}},
                 {"DetResizeForTest": {"limit_side_len": 736, "limit_type": "min"}},
                 {"NormalizeImage": {
-                    "mean": [0.485, 0.456, 0.406],
-                    "std": [0.229, 0.224, 0.225],
+                    "mean": DET_MEAN,
+                    "std": DET_STD,
                     "scale": "1./255.",
                     "order": "hwc",
                 }},
@@ -113,10 +120,10 @@ def det_config() -> dict[str, Any]:
         },
         "PostProcess": {
             "name": "DBPostProcess",
-            "thresh": 0.3,
-            "box_thresh": 0.6,
+            "thresh": DET_THRESH,
+            "box_thresh": DET_BOX_THRESH,
             "max_candidates": 1000,
-            "unclip_ratio": 1.5,
+            "unclip_ratio": DET_UNCLIP_RATIO,
         },
     }
 

@@ -6,7 +6,8 @@ import time
 from typing import Any, Sequence
 
 from .base import GPU_REC_BATCH, MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
-from .models import Device, wheel_dir, wheel_model
+from .models import (DET_BOX_THRESH, DET_MEAN, DET_STD, DET_THRESH, DET_UNCLIP_RATIO, Device,
+                     wheel_dir, wheel_model)
 from .preprocess import Prepared, Preprocess, prepare_all, to_original
 
 
@@ -51,12 +52,13 @@ def _params(pre: Preprocess, device: Device, threads: int, use_cls: bool) -> dic
         "Rec.model_path": str(rec.path),
         "Det.limit_side_len": pre.det_side,
         "Det.limit_type": pre.det_limit,
-        # PaddleOCR's own detection settings for these models (RapidOCR defaults to mean/std 0.5,
-        # which misread small text at native resolution), so both backends see the same boxes.
-        "Det.mean": [0.485, 0.456, 0.406],
-        "Det.std": [0.229, 0.224, 0.225],
-        "Det.box_thresh": 0.6,
-        "Det.unclip_ratio": 1.5,
+        # PaddleOCR's detection settings: RapidOCR's default mean/std of 0.5 misread small text
+        # at native resolution ("Se" for "Size", "68 n" for "6.68cm" on real test images).
+        "Det.mean": DET_MEAN,
+        "Det.std": DET_STD,
+        "Det.thresh": DET_THRESH,
+        "Det.box_thresh": DET_BOX_THRESH,
+        "Det.unclip_ratio": DET_UNCLIP_RATIO,
         "Det.use_dilation": False,
         # One intra-op thread per worker: under load two threads per session ran twice as slow.
         ort + "intra_op_num_threads": threads,
