@@ -161,7 +161,7 @@ def store_bytes(image_dir: Path, data: bytes, checked: Checked) -> Path:
     if path.is_file() and path.stat().st_size == len(data):
         return path  # same bytes already stored
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f".{checked.ext}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=f".{checked.ext}", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -181,17 +181,32 @@ def check_and_store(image_dir: Path, data: bytes, max_pixels: int, content_type:
 
 
 def sweep_temp_files(image_dir: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
-    """Remove temp files a killed process left behind; a live one exists for milliseconds."""
+    """Remove temp files a killed process left behind: its pid is gone, or the file is old
+    (a live temp file exists for milliseconds)."""
     cutoff = time.time() - older_than
     removed = 0
     for tmp in image_dir.glob("*/.tmp-*"):
         try:
-            if tmp.stat().st_mtime < cutoff:
+            if not _writer_alive(tmp.name) or tmp.stat().st_mtime < cutoff:
                 tmp.unlink()
                 removed += 1
         except FileNotFoundError:
-            pass  # another process finished or swept it
+            pass  # its writer finished, or another process swept it
     return removed
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process named in `.tmp-<pid>-...` still runs (unknown names count as alive)."""
+    pid = name.split("-")[1] if name.count("-") >= 2 else ""
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def read_local(path: Path, max_bytes: int) -> bytes:

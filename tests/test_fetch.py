@@ -267,13 +267,16 @@ def test_server_script_mode_for_subprocess_tests(tmp_path: Path) -> None:
 
 
 def test_stale_temp_files_of_a_killed_run_are_swept(tmp_path: Path) -> None:
-    stale, fresh = tmp_path / "ab" / ".tmp-dead.jpg", tmp_path / "cd" / ".tmp-live.jpg"
-    for tmp in (stale, fresh):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    old, killed = tmp_path / "ab" / ".tmp-x.jpg", tmp_path / "cd" / f".tmp-{dead}-y.jpg"
+    live = tmp_path / "ef" / f".tmp-{os.getppid()}-z.jpg"  # a running process may still be writing
+    for tmp in (old, killed, live):
         tmp.parent.mkdir()
         tmp.write_bytes(b"partial")
-    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
     fetch_one(tmp_path, REAL[0].as_uri())  # entering the Fetcher sweeps
-    assert not stale.exists() and fresh.exists()
+    assert not old.exists() and not killed.exists() and live.exists()
 
 
 def test_unwritable_store_is_a_retryable_failure(tmp_path: Path) -> None:
@@ -286,7 +289,8 @@ def test_unwritable_store_is_a_retryable_failure(tmp_path: Path) -> None:
 
 def test_waiter_takes_over_when_the_first_caller_is_cancelled(image_server: ImageServer,
                                                              tmp_path: Path) -> None:
-    path = f"/fault/slow/images/I/{REAL[11].name}"  # 1 s before the answer
+    path = f"/images/I/{REAL[11].name}"
+    image_server.add_fault(path, Fault("slow", delay_s=0.4))  # well inside the 1 s read timeout
 
     async def go() -> Fetched:
         async with Fetcher(tmp_path, FAST) as fetcher:
