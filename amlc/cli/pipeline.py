@@ -32,15 +32,20 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.option("--concurrency", default=64, show_default=True, help="Concurrent downloads.")
 @click.option("--per-host", default=16, show_default=True, help="Concurrent downloads per host.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds of silence before a download is retried.")
+@click.option("--fetch-retries", default=4, show_default=True,
+              help="Quick retries inside one download attempt (transient HTTP errors, timeouts).")
 @click.option("--ocr-engine", type=click.Choice(["rapidocr", "paddleocr"]), default="rapidocr", show_default=True,
               help="rapidocr: the light CPU default; paddleocr: the GPU path.")
 @click.option("--ocr-batch", default=8, show_default=True, help="Images per OCR engine call.")
-@click.option("--max-attempts", default=4, show_default=True, help="Tries per item and stage before it fails.")
+@click.option("--max-attempts", default=4, show_default=True,
+              help="Tries per item and stage before it is marked failed; each try of a download "
+                   "makes up to 1 + --fetch-retries requests.")
 @click.option("--backoff", default=2.0, show_default=True, help="Seconds before the first retry; doubles per try.")
 @click.option("--retry-failed", is_flag=True, help="Give failed items a fresh retry budget first.")
 @click.pass_context
 def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: bool, no_dashboard: bool,
-                log_every: float, concurrency: int, per_host: int, timeout: float, ocr_engine: str,
+                log_every: float, concurrency: int, per_host: int, timeout: float, fetch_retries: int,
+                ocr_engine: str,
                 ocr_batch: int, max_attempts: int, backoff: float, retry_failed: bool) -> None:
     """Download, OCR and extract every ingested sample, resumably.
 
@@ -58,7 +63,8 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
     config = RunConfig(stages=stages, exit_when_done=exit_when_done, dashboard=not no_dashboard,
                        log_every=log_every, fetch_workers=concurrency, per_host=per_host,
                        fetch_timeout=timeout, ocr_engine=ocr_engine, ocr_batch=ocr_batch,
-                       max_attempts=max_attempts, backoff_base=backoff)
+                       max_attempts=max_attempts, backoff_base=backoff,
+                       fetch_options={"retries": fetch_retries})
     where = workdir(ctx)
     if retry_failed:
         run_async(lambda: _retry_failed(where.store))

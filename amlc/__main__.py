@@ -1,0 +1,5 @@
+"""`python -m amlc` is the `amlc` command."""
+
+from .cli import main
+
+main()

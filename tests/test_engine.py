@@ -1,0 +1,139 @@
+"""`amlc run` end to end against the local image server: faults, resume after kill -9, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from http_server import DEFAULT_ROOT
+from store_helpers import amlc, amlc_json, query, write_csv
+
+IMAGES = sorted(p.name for p in DEFAULT_ROOT.glob("*.jpg"))
+HEADER = ["index", "image_link", "group_id", "entity_name"]
+FAST = ["--no-dashboard", "--exit-when-done", "--timeout", "1", "--fetch-retries", "1",
+        "--backoff", "0.05", "--max-attempts", "2", "--ocr-batch", "4"]
+
+
+def rows_for(server, paths: list[str], entity: str = "item_weight") -> list[list]:
+    return [[i, server.url(path), "123", entity] for i, path in enumerate(paths)]
+
+
+def states(store: Path) -> dict[str, tuple]:
+    """image link -> (fetch state, attempts, last error, ocr state)."""
+    return {link: rest for link, *rest in query(store, """
+        SELECT i.link, f.state, f.attempts, f.last_error, o.state FROM images i
+        JOIN jobs f ON f.stage = 'fetch' AND f.item_id = i.id
+        LEFT JOIN jobs o ON o.stage = 'ocr' AND o.item_id = i.id""")}
+
+
+def test_every_fault_ends_in_the_right_state_and_nothing_else_is_affected(tmp_path, image_server):
+    good = [f"/images/I/{name}" for name in IMAGES[:4]]
+    inner = f"/images/I/{IMAGES[5]}"
+    faults = {
+        "404": "failed http 404", "500x2": "done", "429x1": "done", "stall": "failed timeout",
+        "truncate": "failed truncated", "html": "failed not an image", "huge": "failed too large",
+    }
+    paths = good + [f"/fault/{spec}{inner}" for spec in faults] + [good[0]]  # a duplicate link
+    csv_file = write_csv(tmp_path / "in.csv", HEADER, rows_for(image_server, paths))
+    amlc(tmp_path, "ingest", str(csv_file), "--split", "t")
+    amlc(tmp_path, "run", *FAST)
+
+    got = states(tmp_path / "amlc.db")
+    for path in good:
+        assert got[image_server.url(path)][0] == "done"
+        assert got[image_server.url(path)][3] == "done"
+        assert image_server.hits[path] == 1  # the duplicate link downloaded once
+    for spec, expected in faults.items():
+        state, attempts, error, ocr = got[image_server.url(f"/fault/{spec}{inner}")]
+        assert f"{state} {error or ''}".startswith(expected), (spec, state, error)
+        assert (ocr == "done") == (state == "done")
+    assert got[image_server.url("/fault/404" + inner)][1] == 1  # permanent: no retry
+    assert got[image_server.url("/fault/stall" + inner)][1] == 2  # transient: the retry budget
+    # every OCR'd sample has an answer from the rules, valid for its entity
+    summary = amlc_json(tmp_path, "status")
+    assert summary["stages"]["extract"] == {"done": len(good) + 3}
+    out = tmp_path / "sub.csv"
+    amlc(tmp_path, "export", str(out), "--split", "t")
+    assert len(out.read_text().splitlines()) == len(paths) + 1
+
+
+def _start(workdir: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "AMLC_WORKDIR": str(workdir)}
+    return subprocess.Popen([sys.executable, "-m", "amlc", "run", "--no-dashboard", "--log-every", "1", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(store: Path, sql: str, at_least: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        con = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10)
+        try:
+            count = con.execute(sql).fetchone()[0]
+        finally:
+            con.close()
+        if count >= at_least:
+            return count
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {sql!r} >= {at_least}")
+
+
+def test_kill_9_mid_run_then_resume_repeats_only_work_in_flight(tmp_path, image_server):
+    image_server.add_fault("/images/I/", "slow")  # 1 s per download keeps the run mid-flight
+    paths = [f"/images/I/{name}" for name in IMAGES[:24]]
+    amlc(tmp_path, "ingest", str(write_csv(tmp_path / "in.csv", HEADER, rows_for(image_server, paths))),
+         "--split", "t")
+    store = tmp_path / "amlc.db"
+    concurrency, batch = 3, 2
+    run_args = ["--concurrency", str(concurrency), "--ocr-batch", str(batch)]
+    first = _start(tmp_path, *run_args)
+    _wait_for(store, "SELECT count(*) FROM jobs WHERE stage = 'ocr' AND state = 'done'", 4)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    fetched_before = {link for (link,) in query(store, """SELECT i.link FROM images i JOIN jobs j
+        ON j.stage = 'fetch' AND j.item_id = i.id WHERE j.state = 'done'""")}
+    ocr_before = set(query(store, "SELECT image_id, created_at FROM ocr_results"))
+    assert len(fetched_before) < len(paths), "the kill came too late to test resuming"
+
+    second = _start(tmp_path, *run_args, "--exit-when-done")
+    output, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, output
+    assert query(store, "SELECT stage, state, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1") == [
+        ("extract", "done", 24), ("fetch", "done", 24), ("ocr", "done", 24)]
+    assert query(store, "SELECT count(*) FROM predictions") == [(24,)]
+    # no finished download or OCR ran again; only what was in flight at the kill may have
+    for path in paths:
+        assert image_server.hits[path] == 1 or image_server.url(path) not in fetched_before
+    assert len([p for p in paths if image_server.hits[p] > 1]) <= concurrency
+    assert all(image_server.hits[p] <= 2 for p in paths)
+    assert ocr_before <= set(query(store, "SELECT image_id, created_at FROM ocr_results"))
+
+
+def test_a_second_run_is_refused_and_sigterm_drains_cleanly(tmp_path, image_server):
+    image_server.add_fault("/images/I/", "slow")
+    paths = [f"/images/I/{name}" for name in IMAGES[30:40]]
+    amlc(tmp_path, "ingest", str(write_csv(tmp_path / "a.csv", HEADER, rows_for(image_server, paths[:5]))),
+         "--split", "t")
+    daemon = _start(tmp_path, "--stages", "fetch", "--concurrency", "2")
+    store = tmp_path / "amlc.db"
+    _wait_for(store, "SELECT count(*) FROM jobs WHERE stage = 'fetch' AND state = 'done'", 1)
+
+    refused = amlc(tmp_path, "run", "--exit-when-done", "--no-dashboard", ok=False)
+    assert refused.exit_code == 1 and "already working on" in refused.output
+
+    # the running daemon picks up rows ingested while it runs
+    more = [[i + 5, image_server.url(p), "1", "width"] for i, p in enumerate(paths[5:])]
+    amlc(tmp_path, "ingest", str(write_csv(tmp_path / "b.csv", HEADER, more)), "--split", "t")
+    _wait_for(store, "SELECT count(*) FROM jobs WHERE stage = 'fetch' AND state = 'done'", 7)
+
+    daemon.send_signal(signal.SIGTERM)
+    output, _ = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, output
+    assert "run finished" in output
+    assert query(store, "SELECT count(*) FROM jobs WHERE state = 'leased'") == [(0,)]
