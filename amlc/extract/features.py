@@ -94,8 +94,9 @@ def _size(c: Candidate) -> float:
     return float(c.value) * SCALE.get(c.unit, 1.0)
 
 
-def _box_features(cand: Candidate, heights: list[float]) -> dict[str, float]:
-    """Text size and orientation, when the OCR gave boxes (the shared text has none)."""
+def _box_features(cand: Candidate, heights: list[float], entity: str) -> dict[str, float]:
+    """Text size and orientation, when the OCR gave boxes (the shared text has none, so these
+    weigh only what choose.RULE_WEIGHTS gives them until labelled rows with boxes exist)."""
     if not cand.box or not heights:
         return {}
     xs = [p[0] for p in cand.box]
@@ -103,7 +104,7 @@ def _box_features(cand: Candidate, heights: list[float]) -> dict[str, float]:
     width, height = max(xs) - min(xs), max(ys) - min(ys)
     median = sorted(heights)[len(heights) // 2] or 1.0
     return {"box_rel_size": math.log(max(min(width, height), 1e-3) / median),
-            "box_vertical": float(height > 1.5 * width)}
+            f"box_vertical:{entity}": float(height > 1.5 * width)}
 
 
 def _line_heights(candidates: Sequence[Candidate]) -> list[float]:
@@ -205,6 +206,6 @@ def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
             f[f"chain{c.chain_index}of{c.chain_size}:{entity}"] = 1.0
         elif c.chain_size > 1:
             f["in_chain"] = 1.0
-        f.update(_box_features(c, heights))
+        f.update(_box_features(c, heights, entity))
         out.append(f)
     return out
