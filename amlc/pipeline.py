@@ -28,7 +28,7 @@ class RunConfig:
     dashboard: bool = True           # live rich view; False prints log lines
     log_every: float = 10.0          # seconds between log lines without the dashboard
     fetch_workers: int = 64          # concurrent downloads
-    per_host: int = 16               # concurrent downloads per host (one CDN host in practice)
+    per_host: int = 32               # concurrent downloads per host (one CDN host in practice)
     fetch_timeout: float = 30.0      # seconds of read silence before a download is retried
     ocr_engine: str = "rapidocr"
     ocr_batch: int = 8               # images per engine call
