@@ -29,9 +29,9 @@ def main(ctx: click.Context, workdir: str) -> None:
 
 
 def _register() -> None:
-    from . import data, pipeline, query
+    from . import data, demo, extract, llm, pipeline, query
 
-    for module in (data, query, pipeline):
+    for module in (data, query, pipeline, extract, llm, demo):
         for command in module.COMMANDS:
             main.add_command(command)
 

