@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from decimal import Decimal
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..units import ENTITY_UNITS
@@ -143,69 +143,106 @@ def _size_ranks(sizes: list[float]) -> tuple[list[int], int]:
     return ranks, len(distinct)
 
 
+@dataclass
+class _TextView:
+    """What featurize needs to know about all of a row's candidates at once."""
+    n: int
+    counts: Counter
+    unit_counts: Counter
+    ranks: list[int]
+    n_sizes: int
+    roles: list[str]
+    heights: list[float]
+    metric_share: float
+
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate], mentions: Sequence[Candidate]) -> "_TextView":
+        sizes = [_size(c) for c in candidates]
+        ranks, n_sizes = _size_ranks(sizes)
+        return cls(len(candidates), Counter((c.value, c.unit) for c in candidates),
+                   Counter(c.unit for c in candidates), ranks, n_sizes,
+                   _pair_roles(candidates, sizes), _line_heights(candidates), _metric_share(mentions))
+
+
+def _prior_features(c: Candidate, entity: str, group: str | None, priors: Priors) -> dict[str, float]:
+    return {
+        "unit_logp": priors.unit_logp(entity, c.unit),
+        "group_unit_logp": priors.group_unit_logp(entity, group, c.unit),
+        "value_logp": priors.value_logp(entity, c.unit, c.value),
+        "group_size_logp": priors.group_size_logp(entity, group, c.value, c.unit),
+    }
+
+
+def _mention_features(c: Candidate, entity: str) -> dict[str, float]:
+    """How the mention is written, and the words before it."""
+    return {
+        "bias_in_text": 1.0,
+        "keyword": float(_keyword_before(c.line_text, c, entity)),
+        "keyword_adjacent": float(_keyword_adjacent(c.line_text, c, entity)),
+        "keyword_sibling": float(any(_keyword_before(c.line_text, c, s) for s in SIBLINGS[entity])),
+        "range_high": float(c.range_role == "high"),
+        "range_low": float(c.range_role == "low"),
+        f"range_high:{entity}": float(c.range_role == "high"),
+        "ambiguous_unit": float(c.surface.lower().strip(".") in AMBIGUOUS_UNITS),
+        "quote_unit": float(c.surface in QUOTE_UNITS),
+        "slipped": float(c.slipped),
+        "inherited_unit": float(c.inherited_unit),
+        "fraction": float(c.fraction),
+        "bare": float(c.bare),
+        "zero": float(c.value == 0),
+        "integer": float(c.value == c.value.to_integral_value()),
+        "ocr_confidence": c.confidence - 1.0,
+        **_context_flags(c),
+    }
+
+
+def _standing_features(i: int, c: Candidate, entity: str, view: _TextView) -> dict[str, float]:
+    """Where the candidate stands among the others: order, size rank, repeats, unit choice."""
+    n, rank = view.n, view.ranks[i]
+    order = i / (n - 1) if n > 1 else 0.0
+    f = {
+        "repeats": math.log(view.counts[(c.value, c.unit)]),
+        "unit_share": view.unit_counts[c.unit] / n,
+        "order": order, f"order:{entity}": order,
+        "first": float(i == 0), f"first:{entity}": float(i == 0),
+        "last": float(i == n - 1 and n > 1), f"last:{entity}": float(i == n - 1 and n > 1),
+        f"largest:{entity}": float(view.n_sizes > 1 and rank == 0),
+        f"second_largest:{entity}": float(view.n_sizes > 2 and rank == 1),
+        f"smallest:{entity}": float(view.n_sizes > 1 and rank == view.n_sizes - 1),
+        f"metric:{entity}": float(c.unit in METRIC),
+        "metric_agrees": view.metric_share * (1 if c.unit in METRIC else -1),
+    }
+    if view.roles[i]:
+        f[f"pair_{view.roles[i]}"] = 1.0
+        f[f"pair_{view.roles[i]}_metric"] = float(c.unit in METRIC)
+    return f
+
+
+def _layout_features(c: Candidate, entity: str, view: _TextView) -> dict[str, float]:
+    """Dimension letters, position in 'a x b x c', and the box when there is one."""
+    f: dict[str, float] = {}
+    if c.tag:
+        f["tag_match" if c.tag == entity else "tag_other"] = 1.0
+    if c.chain_size > 1 and entity in DIMENSIONS:
+        f[f"chain{c.chain_index}of{c.chain_size}:{entity}"] = 1.0
+    elif c.chain_size > 1:
+        f["in_chain"] = 1.0
+    f.update(_box_features(c, view.heights, entity))
+    return f
+
+
 def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
               priors: Priors, mentions: Sequence[Candidate] = ()) -> list[dict[str, float]]:
     """Features for each candidate (all already allowed for the entity); `mentions` are all
     the number+unit mentions of the text, which tell whether it writes metric or imperial."""
-    n = len(candidates)
-    metric_share = _metric_share(mentions)
-    counts = Counter((c.value, c.unit) for c in candidates)
-    unit_counts = Counter(c.unit for c in candidates)
-    sizes = [_size(c) for c in candidates]
-    heights = _line_heights(candidates)
-    roles = _pair_roles(candidates, sizes)
-    ranks, n_sizes = _size_ranks(sizes)
+    view = _TextView.of(candidates, mentions)
     out = []
     for i, c in enumerate(candidates):
-        f: dict[str, float] = {
-            "bias_in_text": 1.0,
-            "unit_logp": priors.unit_logp(entity, c.unit),
-            "group_unit_logp": priors.group_unit_logp(entity, group, c.unit),
-            "value_logp": priors.value_logp(entity, c.unit, c.value),
-            "group_size_logp": priors.group_size_logp(entity, group, c.value, c.unit),
-            "repeats": math.log(counts[(c.value, c.unit)]),
-            "unit_share": unit_counts[c.unit] / n,
-            "order": i / (n - 1) if n > 1 else 0.0,
-            "first": float(i == 0),
-            "last": float(i == n - 1 and n > 1),
-            "keyword": float(_keyword_before(c.line_text, c, entity)),
-            "keyword_adjacent": float(_keyword_adjacent(c.line_text, c, entity)),
-            "keyword_sibling": float(any(_keyword_before(c.line_text, c, s) for s in SIBLINGS[entity])),
-            "range_high": float(c.range_role == "high"),
-            "range_low": float(c.range_role == "low"),
-            "ambiguous_unit": float(c.surface.lower().strip(".") in AMBIGUOUS_UNITS),
-            "quote_unit": float(c.surface in QUOTE_UNITS),
-            "slipped": float(c.slipped),
-            "inherited_unit": float(c.inherited_unit),
-            "fraction": float(c.fraction),
-            "bare": float(c.bare),
-            "zero": float(c.value == 0),
-            "integer": float(c.value == c.value.to_integral_value()),
-            "ocr_confidence": c.confidence - 1.0,
-            f"largest:{entity}": float(n_sizes > 1 and ranks[i] == 0),
-            f"second_largest:{entity}": float(n_sizes > 2 and ranks[i] == 1),
-            f"smallest:{entity}": float(n_sizes > 1 and ranks[i] == n_sizes - 1),
-            f"first:{entity}": float(i == 0),
-            f"last:{entity}": float(i == n - 1 and n > 1),
-            f"order:{entity}": i / (n - 1) if n > 1 else 0.0,
-            f"metric:{entity}": float(c.unit in METRIC),
-            "metric_agrees": metric_share * (1 if c.unit in METRIC else -1),
-            f"range_high:{entity}": float(c.range_role == "high"),
-        }
-        f.update(_context_flags(c))
+        f = {**_prior_features(c, entity, group, priors), **_mention_features(c, entity),
+             **_standing_features(i, c, entity, view), **_layout_features(c, entity, view)}
         if c.bare:   # unit-less numbers rank by their own weights (no unit evidence to share)
             f.update({"bare_value_logp": f["value_logp"], "bare_first": f["first"],
                       "bare_keyword": f["keyword"], "bare_repeats": f["repeats"],
                       "bare_largest": f[f"largest:{entity}"]})
-        if roles[i]:
-            f[f"pair_{roles[i]}"] = 1.0
-            f[f"pair_{roles[i]}_metric"] = float(c.unit in METRIC)
-        if c.tag:
-            f["tag_match" if c.tag == entity else "tag_other"] = 1.0
-        if c.chain_size > 1 and entity in DIMENSIONS:
-            f[f"chain{c.chain_index}of{c.chain_size}:{entity}"] = 1.0
-        elif c.chain_size > 1:
-            f["in_chain"] = 1.0
-        f.update(_box_features(c, heights, entity))
         out.append(f)
     return out
