@@ -194,3 +194,9 @@ def test_threshold_tuning_abstains_only_when_blanks_are_expected():
     scored = [(0.9, True, True)] * 6 + [(0.2, False, True)] * 4
     assert _best_threshold(scored, blank_rate=0.0) == 0.0    # with no empty truths, a blank never helps
     assert _best_threshold(scored, blank_rate=0.5) > 0.2     # with many, the unsure ones go blank
+
+
+def test_a_list_ending_in_a_unit_lends_it_to_the_numbers_before():
+    cands = extract_candidates('Size chart 10 13.77 26.77"')
+    assert [(c.answer_text, c.listed) for c in cands] == [
+        ("10 inch", True), ("13.77 inch", True), ("26.77 inch", False)]

@@ -74,6 +74,3 @@ def eval_text_command(csv_file: Path, predictions_path: Path | None, split: str 
 
 
 COMMANDS = [eval_text_command]
-
-if __name__ == "__main__":
-    eval_text_command()

@@ -119,6 +119,7 @@ class Candidate:
     slipped: bool = False
     fraction: bool = False
     bare: bool = False         # no unit written; the unit is the group's usual one
+    listed: bool = False       # no unit written; took the unit of a list it heads ('10 13.77 26.77"')
     box: Box | None = None
     confidence: float = 1.0    # OCR confidence of its line
     score: float = 0.0         # set by the chooser
@@ -307,6 +308,27 @@ def _chain_candidates(kind: str, chain: list[_Link], index: LineIndex) -> list[C
     return out
 
 
+LIST_GAP_RE = re.compile(r"[ \t]+")
+LIST_REACH = 3   # unit-less numbers at most this many places before the number whose unit they take
+
+
+def _listed_candidates(links: list[_Link], index: LineIndex) -> list[Candidate]:
+    """Unit-less numbers in a blank-separated list that ends in a number with a unit take that
+    unit ('27.5 32.2 29.9 cm' is rare; '10 13.77 26.77"' is common in size charts)."""
+    out = []
+    for i, link in enumerate(links):
+        if link.unit or link.tag:
+            continue
+        for j in range(i + 1, min(i + 1 + LIST_REACH, len(links))):
+            if not LIST_GAP_RE.fullmatch(index.text[links[j - 1].end:links[j].number.start]):
+                break
+            if links[j].unit:
+                out += _chain_candidates("list", [link, links[j]], index)[:1]
+                out[-1].listed = True
+                break
+    return out
+
+
 def line_texts(ocr: str | Sequence[Any]) -> tuple[list[str], list[Any]]:
     """The text of each line, and the line objects (empty for a plain string)."""
     if isinstance(ocr, str):
@@ -323,6 +345,9 @@ def extract_candidates(ocr: str | Sequence[Any]) -> list[Candidate]:
     links = [_link(index.text, n) for n in find_numbers(index.text)]
     candidates = [c for kind, chain in _chains(index.text, links)
                   for c in _chain_candidates(kind, chain, index)]
+    taken = {c.start for c in candidates}
+    candidates += [c for c in _listed_candidates(links, index) if c.start not in taken]
+    candidates.sort(key=lambda c: c.start)
     _attach_lines(candidates, items)
     return candidates
 

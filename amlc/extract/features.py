@@ -189,6 +189,7 @@ def _mention_features(c: Candidate, entity: str) -> dict[str, float]:
         "inherited_unit": float(c.inherited_unit),
         "fraction": float(c.fraction),
         "bare": float(c.bare),
+        "listed": float(c.listed),
         "zero": float(c.value == 0),
         "integer": float(c.value == c.value.to_integral_value()),
         "ocr_confidence": c.confidence - 1.0,
