@@ -8,6 +8,7 @@ import signal
 import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .dashboard import Dashboard
@@ -37,6 +38,7 @@ class RunConfig:
     lease_seconds: float = 600.0     # a claim older than this belongs to a dead worker
     poll_seconds: float = 1.0        # how often idle stages look for newly ingested rows
     fetch_options: dict[str, Any] = field(default_factory=dict)  # extra FetchConfig fields
+    local_images: Path | None = None # a folder of images already downloaded, named as in the links
 
 
 async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitStack) -> list[Any]:
@@ -49,7 +51,7 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
         fetch_config = FetchConfig(concurrency=config.fetch_workers, per_host=config.per_host,
                                    read_timeout=config.fetch_timeout, **config.fetch_options)
         fetcher = await stack.enter_async_context(Fetcher(workdir.images, fetch_config))
-        stages.append(FetchStage(fetcher, config.fetch_workers, policy))
+        stages.append(FetchStage(fetcher, config.fetch_workers, policy, config.local_images))
     if "ocr" in config.stages:
         from .ocr import load_engine
         stages.append(OcrStage(load_engine(config.ocr_engine), config.ocr_batch, policy))

@@ -11,7 +11,9 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, Sequence
+from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
@@ -54,10 +56,20 @@ class FetchStage:
     name = "fetch"
     batch = 1
 
-    def __init__(self, fetcher: Any, workers: int, policy: RetryPolicy) -> None:
+    def __init__(self, fetcher: Any, workers: int, policy: RetryPolicy,
+                 local_dir: Path | None = None) -> None:
         self.fetcher = fetcher  # amlc.fetch.Fetcher, entered by the engine
         self.workers = workers
         self.policy = policy
+        self.local_dir = local_dir  # images downloaded earlier, named as in their links
+
+    def source(self, link: str) -> str:
+        """The local copy of a link's image when the user has one, else the link itself."""
+        if self.local_dir is not None:
+            local = self.local_dir / unquote(urlsplit(link).path).rsplit("/", 1)[-1]
+            if local.is_file():
+                return str(local)
+        return link
 
     async def prepare(self, reader, items):
         rows = await fetch_all(reader, f"SELECT id, link FROM images WHERE id IN ({_placeholders(items)})")
@@ -68,7 +80,7 @@ class FetchStage:
         return [await self._one(item, link) for item, link in tasks]
 
     async def _one(self, item: Claimed, link: str) -> Outcome:
-        got = await self.fetcher.fetch(link)
+        got = await self.fetcher.fetch(self.source(link))
         if got.error:
             return Outcome(item, error=got.error, retryable=got.retryable)
         record = ("UPDATE images SET path = ?, sha256 = ?, width = ?, height = ?, size = ? WHERE id = ?",

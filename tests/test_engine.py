@@ -137,3 +137,14 @@ def test_a_second_run_is_refused_and_sigterm_drains_cleanly(tmp_path, image_serv
     assert daemon.returncode == 0, output
     assert "run finished" in output
     assert query(store, "SELECT count(*) FROM jobs WHERE state = 'leased'") == [(0,)]
+
+
+def test_images_already_on_disk_are_used_instead_of_downloads(tmp_path, image_server):
+    paths = [f"/fault/404/images/I/{name}" for name in IMAGES[50:53]]  # the server would refuse them
+    amlc(tmp_path, "ingest", str(write_csv(tmp_path / "in.csv", HEADER, rows_for(image_server, paths))),
+         "--split", "t")
+    amlc(tmp_path, "run", *FAST, "--stages", "fetch", "--local-images", str(DEFAULT_ROOT))
+    assert {s[0] for s in states(tmp_path / "amlc.db").values()} == {"done"}
+    assert sum(image_server.hits.values()) == 0
+    sizes = query(tmp_path / "amlc.db", "SELECT size FROM images ORDER BY link")
+    assert sorted(s for (s,) in sizes) == sorted((DEFAULT_ROOT / n).stat().st_size for n in IMAGES[50:53])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import click
 
@@ -33,6 +34,9 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.option("--per-host", default=32, show_default=True,
               help="Concurrent downloads per host (the image CDN is one host: raise both to go faster).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds of silence before a download is retried.")
+@click.option("--local-images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of images already downloaded, named as in their links (<id>.jpg): "
+                   "used instead of downloading where present.")
 @click.option("--fetch-retries", default=4, show_default=True,
               help="Quick retries inside one download attempt (transient HTTP errors, timeouts).")
 @click.option("--ocr-engine", type=click.Choice(["rapidocr", "paddleocr"]), default="rapidocr", show_default=True,
@@ -45,7 +49,8 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.option("--retry-failed", is_flag=True, help="Give failed items a fresh retry budget first.")
 @click.pass_context
 def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: bool, no_dashboard: bool,
-                log_every: float, concurrency: int, per_host: int, timeout: float, fetch_retries: int,
+                log_every: float, concurrency: int, per_host: int, timeout: float,
+                local_images: Path | None, fetch_retries: int,
                 ocr_engine: str,
                 ocr_batch: int, max_attempts: int, backoff: float, retry_failed: bool) -> None:
     """Download, OCR and extract every ingested sample, resumably.
@@ -65,7 +70,7 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                        log_every=log_every, fetch_workers=concurrency, per_host=per_host,
                        fetch_timeout=timeout, ocr_engine=ocr_engine, ocr_batch=ocr_batch,
                        max_attempts=max_attempts, backoff_base=backoff,
-                       fetch_options={"retries": fetch_retries})
+                       fetch_options={"retries": fetch_retries}, local_images=local_images)
     where = workdir(ctx)
     if retry_failed:
         run_async(lambda: _retry_failed(where.store))
