@@ -75,8 +75,13 @@ class Engine:
             for task in await stage.prepare(self.reader, claimed) if claimed else []:
                 await queue.put(task)
             self.stats[stage.name].queued = queue.qsize()
-            if not claimed:
+            if not claimed and not await self._enqueue(stage):
                 await self._sleep(self.poll_seconds)
+
+    async def _enqueue(self, stage: Stage) -> int:
+        """Stages whose work is not made by the schema's triggers (one per model) add it here."""
+        enqueue = getattr(stage, "enqueue", None)
+        return await self.writer.run(enqueue) if enqueue else 0
 
     async def _work(self, stage: Stage) -> None:
         queue, stats = self._queues[stage.name], self.stats[stage.name]
@@ -133,6 +138,9 @@ class Engine:
         if any(s.in_flight or not self._queues[n].empty() for n, s in self.stats.items()):
             return False
         await self.writer.flush()
+        for stage in self.stages:
+            if await self._enqueue(stage):
+                return False
         names = ",".join(f"'{s.name}'" for s in self.stages)
         rows = await fetch_all(self.reader, f"SELECT count(*) FROM jobs WHERE stage IN ({names}) "
                                             "AND state IN ('pending', 'leased')")

@@ -19,7 +19,7 @@ from .store import open_reader, open_writer
 from .workdir import Workdir
 from .writer import BatchWriter
 
-ALL_STAGES = ("fetch", "ocr", "extract")
+ALL_STAGES = ("fetch", "ocr", "extract", "predict")  # predict runs only with a model
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class RunConfig:
     poll_seconds: float = 1.0        # how often idle stages look for newly ingested rows
     fetch_options: dict[str, Any] = field(default_factory=dict)  # extra FetchConfig fields
     local_images: Path | None = None # a folder of images already downloaded, named as in the links
+    model: Path | None = None        # a GGUF model for the predict stage
+    predict_split: str | None = None # answer only this split's samples with the model
+    fallback: bool = True            # keep the rules' answer where the model abstains
 
 
 async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitStack) -> list[Any]:
@@ -58,6 +61,10 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
     if "extract" in config.stages:
         from .extract import Extractor
         stages.append(ExtractStage(Extractor.load(), config.ocr_engine, policy))
+    if "predict" in config.stages and config.model is not None:
+        from .predict import PredictStage
+        stages.append(PredictStage(config.model, config.ocr_engine, policy, config.predict_split,
+                                   config.fallback))
     return stages
 
 

@@ -48,7 +48,8 @@ def settle(stage: str, outcome: Outcome, policy: RetryPolicy) -> list[Statement]
     return [failure_statement(stage, outcome.item, outcome.error, outcome.retryable, policy)]
 
 
-def _placeholders(items: Sequence[Claimed]) -> str:
+def id_list(items: Sequence[Claimed]) -> str:
+    """Claimed item ids as an SQL list (integers only, so safe to inline)."""
     return ",".join(str(int(i.item_id)) for i in items)
 
 
@@ -72,7 +73,7 @@ class FetchStage:
         return link
 
     async def prepare(self, reader, items):
-        rows = await fetch_all(reader, f"SELECT id, link FROM images WHERE id IN ({_placeholders(items)})")
+        rows = await fetch_all(reader, f"SELECT id, link FROM images WHERE id IN ({id_list(items)})")
         links = {r["id"]: r["link"] for r in rows}
         return [(item, links[item.item_id]) for item in items]
 
@@ -99,7 +100,7 @@ class OcrStage:
         self.calls = 0  # images handed to the engine, for tests and the dashboard
 
     async def prepare(self, reader, items):
-        rows = await fetch_all(reader, f"SELECT id, path FROM images WHERE id IN ({_placeholders(items)})")
+        rows = await fetch_all(reader, f"SELECT id, path FROM images WHERE id IN ({id_list(items)})")
         paths = {r["id"]: r["path"] for r in rows}
         return [(item, paths[item.item_id]) for item in items]
 
@@ -139,7 +140,7 @@ class ExtractStage:
         rows = await fetch_all(reader, f"""
             SELECT s.id, s.entity, s.group_id, o.lines FROM samples s
             LEFT JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
-            WHERE s.id IN ({_placeholders(items)})""", (self.engine_name,))
+            WHERE s.id IN ({id_list(items)})""", (self.engine_name,))
         found = {r["id"]: r for r in rows}
         return [(item, found[item.item_id]) for item in items]
 

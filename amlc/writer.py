@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import aiosqlite
 
 from . import jobs
 
 Statement = tuple[str, Sequence[Any]]
+T = TypeVar("T")
 
 
 class BatchWriter:
@@ -59,8 +60,12 @@ class BatchWriter:
             self.statements += len(batch)
 
     async def claim(self, stage: str, n: int, lease_seconds: float) -> list[jobs.Claimed]:
+        return await self.run(lambda conn: jobs.claim(conn, stage, n, lease_seconds))
+
+    async def run(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Use the connection alone (a claim, a bulk insert); commits are the caller's."""
         async with self._lock:
-            return await jobs.claim(self.conn, stage, n, lease_seconds)
+            return await work(self.conn)
 
     async def _run(self) -> None:
         while True:

@@ -14,6 +14,9 @@ from ..store import open_writer
 from .common import console, run_async, workdir
 
 
+existing_gguf = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
 def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     names = tuple(s.strip() for s in value.split(",") if s.strip())
     unknown = [s for s in names if s not in ALL_STAGES]
@@ -47,12 +50,15 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
                    "makes up to 1 + --fetch-retries requests.")
 @click.option("--backoff", default=2.0, show_default=True, help="Seconds before the first retry; doubles per try.")
 @click.option("--retry-failed", is_flag=True, help="Give failed items a fresh retry budget first.")
+@click.option("--model", type=existing_gguf, default=None,
+              help="A GGUF model: adds the predict stage (llama.cpp) after the rules.")
 @click.pass_context
 def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: bool, no_dashboard: bool,
                 log_every: float, concurrency: int, per_host: int, timeout: float,
                 local_images: Path | None, fetch_retries: int,
                 ocr_engine: str,
-                ocr_batch: int, max_attempts: int, backoff: float, retry_failed: bool) -> None:
+                ocr_batch: int, max_attempts: int, backoff: float, retry_failed: bool,
+                model: Path | None) -> None:
     """Download, OCR and extract every ingested sample, resumably.
 
     Each image is downloaded once (duplicate links share it), OCR'd once per engine, and
@@ -70,10 +76,39 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                        log_every=log_every, fetch_workers=concurrency, per_host=per_host,
                        fetch_timeout=timeout, ocr_engine=ocr_engine, ocr_batch=ocr_batch,
                        max_attempts=max_attempts, backoff_base=backoff,
-                       fetch_options={"retries": fetch_retries}, local_images=local_images)
-    where = workdir(ctx)
+                       fetch_options={"retries": fetch_retries}, local_images=local_images,
+                       model=model)
     if retry_failed:
-        run_async(lambda: _retry_failed(where.store))
+        run_async(lambda: _retry_failed(workdir(ctx).store))
+    _run(ctx, config)
+
+
+@click.command("predict")
+@click.option("--model", type=existing_gguf, required=True, help="The GGUF model (e.g. a Q8_0 export).")
+@click.option("--split", default=None, help="Only this split's samples (default: every OCR'd sample).")
+@click.option("--fallback/--no-fallback", default=True, show_default=True,
+              help="Keep the rules' answer where the model abstains.")
+@click.option("--ocr-engine", type=click.Choice(["rapidocr", "paddleocr"]), default="rapidocr", show_default=True,
+              help="Whose OCR text the prompts use.")
+@click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
+@click.pass_context
+def predict_command(ctx: click.Context, model: Path, split: str | None, fallback: bool, ocr_engine: str,
+                    no_dashboard: bool) -> None:
+    """Answer every extracted sample with a GGUF model through llama.cpp, under a grammar per
+    entity that admits only '<number> <allowed unit>' or a blank, and store the answers as
+    the model's predictions (source = the file's stem). Resumable like every stage; identical
+    prompts are answered once. `amlc export` then prefers the model's answers.
+
+    \b
+    Example:
+      amlc predict --model amlc-work/models/smollm2/model-q8_0.gguf --split test
+    """
+    _run(ctx, RunConfig(stages=("predict",), exit_when_done=True, dashboard=not no_dashboard,
+                        ocr_engine=ocr_engine, model=model, predict_split=split, fallback=fallback))
+
+
+def _run(ctx: click.Context, config: RunConfig) -> None:
+    where = workdir(ctx)
     try:
         engine = run_async(lambda: run_pipeline(where, config))
     except AlreadyRunning as exc:
@@ -93,4 +128,4 @@ async def _retry_failed(store) -> None:
         await conn.close()
 
 
-COMMANDS = [run_command]
+COMMANDS = [run_command, predict_command]

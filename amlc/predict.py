@@ -1,0 +1,90 @@
+"""The LLM stage: answers from a quantized model through llama.cpp, written to the store.
+
+Its work is one job per (model, sample) under the stage name `predict:<model>`, added for every
+sample whose rules have run, so several models can answer the same split and each resumes on
+its own. Prompts match training: the entity, the OCR text that matters and the rules'
+candidates. Where the model abstains, the rules' answer can stand in (`fallback`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .jobs import Claimed, RetryPolicy
+from .stages import Outcome, id_list
+from .store import fetch_all
+
+ENQUEUE_SQL = """
+INSERT OR IGNORE INTO jobs(stage, item_id)
+SELECT :stage, e.item_id FROM jobs e JOIN samples s ON s.id = e.item_id
+WHERE e.stage = 'extract' AND e.state = 'done' AND (:split IS NULL OR s.split = :split)
+"""
+
+INPUTS_SQL = """
+SELECT s.id, s.entity, s.group_id, o.text, r.prediction AS rules
+FROM samples s
+LEFT JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
+LEFT JOIN predictions r ON r.sample_id = s.id AND r.source = 'rules'
+WHERE s.id IN ({ids})
+"""
+
+
+class PredictStage:
+    workers = 1   # one llama.cpp context; it is not shared between threads
+    batch = 16    # samples per worker call, so identical prompts within it are decoded once
+
+    def __init__(self, model_path: Path, ocr_engine: str, policy: RetryPolicy, split: str | None = None,
+                 fallback: bool = True, n_threads: int = 1) -> None:
+        from .llm.infer import load_engine
+        from .llm.sft import extractor_candidates
+
+        self.source = model_path.stem
+        self.name = f"predict:{self.source}"
+        self.ocr_engine = ocr_engine
+        self.policy = policy
+        self.split = split
+        self.fallback = fallback
+        self.llm = load_engine(str(model_path), n_threads=n_threads)
+        self.candidates = extractor_candidates()
+
+    async def enqueue(self, conn: aiosqlite.Connection) -> int:
+        cursor = await conn.execute(ENQUEUE_SQL, {"stage": self.name, "split": self.split})
+        await conn.commit()
+        return cursor.rowcount
+
+    async def prepare(self, reader, items):
+        rows = {r["id"]: r for r in await fetch_all(
+            reader, INPUTS_SQL.format(ids=id_list(items)), (self.ocr_engine,))}
+        return [(item, rows[item.item_id]) for item in items]
+
+    async def process(self, tasks):
+        return await asyncio.to_thread(self._answer, tasks)
+
+    def _answer(self, tasks: list[tuple[Claimed, Any]]) -> list[Outcome]:
+        from .llm.infer import answer_items
+        from .llm.prompt import build_prompt
+
+        items = [(row["entity"], build_prompt(row["entity"], row["text"] or "", self._candidates(row)))
+                 for _, row in tasks]
+        answers = answer_items(self.llm, items)
+        return [self._outcome(item, row, answer) for (item, row), answer in zip(tasks, answers)]
+
+    def _candidates(self, row: Any) -> list[str] | None:
+        if self.candidates is None or not row["text"]:
+            return None
+        return list(self.candidates(row["entity"], row["text"], row["group_id"]))
+
+    def _outcome(self, item: Claimed, row: Any, answer: str) -> Outcome:
+        detail: dict[str, str] = {"model": self.source}
+        if not answer and self.fallback and row["rules"]:
+            answer, detail["fallback"] = row["rules"], "rules"
+        record = ("INSERT OR REPLACE INTO predictions(sample_id, source, prediction, confidence, "
+                  "created_at, detail) VALUES (?, ?, ?, NULL, ?, ?)",
+                  (item.item_id, self.source, answer, time.time(), json.dumps(detail)))
+        return Outcome(item, [record])
