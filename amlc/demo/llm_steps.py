@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 from ..store import fetch_all, open_reader
 from ..workdir import Workdir
 from .predict import predict_store
+from .quiet import output_to
 
 if TYPE_CHECKING:
     from .run import DemoSize
@@ -101,14 +102,21 @@ def run(wd: Workdir, size: "DemoSize", threads: int, say: Callable[[str], None])
     def note(message: str) -> None:
         say(f"{message} [{time.perf_counter() - started:.0f} s]")
 
-    sft = sft_file(wd, root / "train.jsonl")
+    log = root / "llm.log"
+    say(f"libraries' output goes to {log}")
+    with output_to(log):
+        sft = sft_file(wd, root / "train.jsonl")
     note(f"SFT rows: {sft}")
-    base = base_model(size, root, sft)
+    with output_to(log):
+        base = base_model(size, root, sft)
     note(f"base: {base}")
-    adapter = lora(base, sft, root / "lora", size, threads)
+    with output_to(log):
+        adapter = lora(base, sft, root / "lora", size, threads)
     note(f"LoRA adapter: {adapter}")
-    model = export(adapter, root / "export")
+    with output_to(log):
+        model = export(adapter, root / "export")
     note(f"GGUF: {', '.join(p.name for p in sorted(model.parent.glob('model-*.gguf')))}")
-    answered = asyncio.run(predict_store(wd.store, model, size.source, ("val", "test"), threads=threads))
+    with output_to(log):
+        answered = asyncio.run(predict_store(wd.store, model, size.source, ("val", "test"), threads=threads))
     note(f"predictions: {answered} new val/test answers from {model.name}")
     return model

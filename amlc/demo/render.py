@@ -64,11 +64,34 @@ class Style:
     noise: int
 
 
+DIMENSION_SLOTS = {"width": "W", "depth": "D", "height": "H"}
+# Quantities of the same kind that are not the answer (a reader must weigh the context).
+SAME_KIND = {"item_weight": "Per serving {v}{u}", "maximum_weight_recommendation": "Weight {v}{u}",
+             "wattage": "Standby {v}{u}", "voltage": "Battery {v}{u}", "item_volume": "Serving {v}{u}"}
+
+
 def text_for(label: Label, rng: random.Random) -> str:
-    """The quantity as packaging writes it, e.g. 'Net Wt 500g' or 'H 30 cm'."""
+    """The quantity as packaging writes it, e.g. 'Net Wt 500g', 'H 30 cm' or 'W 20 x D 12 x H 30 cm'."""
     unit = rng.choice(UNIT_FORMS.get(label.unit, (" " + label.unit,)))
+    if label.entity in DIMENSION_SLOTS and rng.random() < 0.4:
+        sizes = {k: label.value if k == label.entity else _other_value(label.value, rng) for k in DIMENSION_SLOTS}
+        return "Size: " + " x ".join(f"{DIMENSION_SLOTS[k]} {v}" for k, v in sizes.items()) + unit
     keyword = rng.choice(KEYWORDS[label.entity])
     return f"{keyword} {label.value}{unit}".strip()
+
+
+def _other_value(value: str, rng: random.Random) -> str:
+    """A different number of the same magnitude."""
+    number = float(value) * rng.choice((0.5, 0.75, 1.5, 2.0, 3.0))
+    return f"{number:g}" if number != float(value) else f"{number + 1:g}"
+
+
+def same_kind_distractor(label: Label, rng: random.Random) -> str | None:
+    template = SAME_KIND.get(label.entity)
+    if template is None or rng.random() > 0.35:
+        return None
+    unit = rng.choice(UNIT_FORMS.get(label.unit, (" " + label.unit,)))
+    return template.format(v=_other_value(label.value, rng), u=unit)
 
 
 def _distractor(rng: random.Random) -> str:
@@ -82,6 +105,7 @@ def _distractor(rng: random.Random) -> str:
 def card_lines(label: Label, rng: random.Random) -> list[str]:
     """Title, the answer line and 1-3 distractors in a random order."""
     lines = [text_for(label, rng), *(_distractor(rng) for _ in range(rng.randint(1, 3)))]
+    lines += [d for d in (same_kind_distractor(label, rng),) if d]
     rng.shuffle(lines)
     return [rng.choice(TITLES), *lines]
 

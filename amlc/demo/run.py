@@ -26,7 +26,7 @@ from ..workdir import Workdir
 from .data import SPLITS, Item, render_dataset, write_csvs
 from .serve import ImageServer
 
-console = Console()
+console = Console(soft_wrap=True)  # long paths and the F1 table stay on one line
 RULES = "rules"
 
 
@@ -54,7 +54,7 @@ class DemoSize:
 
 SIZES: dict[str, DemoSize] = {
     "tiny": DemoSize(24, 16, 12, "tiny", "lora_tiny", 40, tiny_pretrain=120),
-    "small": DemoSize(120, 60, 40, "smollm2", "smollm2_cpu", 24),
+    "small": DemoSize(96, 48, 32, "smollm2", "smollm2_cpu", 20),
     "full": DemoSize(480, 200, 200, "smollm2", "smollm2_cpu", None),
 }
 
