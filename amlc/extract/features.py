@@ -11,7 +11,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..units import ENTITY_UNITS
 from .candidates import AMBIGUOUS_UNITS, QUOTE_UNITS, Candidate, bare_candidates, extract_candidates
@@ -165,12 +165,23 @@ class _TextView:
 
 
 def _prior_features(c: Candidate, entity: str, group: str | None, priors: Priors) -> dict[str, float]:
-    return {
+    size_logp = priors.group_size_logp(entity, group, c.value, c.unit)
+    f = {
         "unit_logp": priors.unit_logp(entity, c.unit),
         "group_unit_logp": priors.group_unit_logp(entity, group, c.unit),
         "value_logp": priors.value_logp(entity, c.unit, c.value),
-        "group_size_logp": priors.group_size_logp(entity, group, c.value, c.unit),
+        "group_size_logp": size_logp,
     }
+    if SIBLINGS[entity]:
+        f["sibling_contrast"] = size_logp - _mean_logp(
+            priors.group_size_logp(s, group, c.value, c.unit) for s in SIBLINGS[entity])
+    return f
+
+
+def _mean_logp(logps: Iterable[float]) -> float:
+    """log of the mean probability."""
+    values = list(logps)
+    return math.log(sum(math.exp(v) for v in values) / len(values))
 
 
 def _mention_features(c: Candidate, entity: str) -> dict[str, float]:

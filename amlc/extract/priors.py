@@ -37,13 +37,14 @@ def value_bin(value: Decimal) -> int:
 
 
 N_BINS = value_bin(Decimal(10) ** int(LOG_MAX)) + 1
-N_DECADES = 16   # sizes in base units span about 1e-6 .. 1e9
+SIZE_BIN = 0.125   # width in decades of a size bin for the per-group size prior
+N_SIZE_BINS = int(16 / SIZE_BIN)   # sizes in base units span about 1e-6 .. 1e9
 
 
-def size_decade(value: Decimal, unit: str) -> int:
-    """floor(log10) of the size in base units (gram, millimetre, millilitre, volt, watt)."""
+def size_bin(value: Decimal, unit: str) -> int:
+    """The bin of log10 of the size in base units (gram, millimetre, millilitre, volt, watt)."""
     size = float(value) * SCALE.get(unit, 1.0)
-    return math.floor(math.log10(size)) if size > 0 else -99
+    return math.floor(math.log10(size) / SIZE_BIN) if size > 0 else -99
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Priors:
             b = value_bin(answer.value)
             if b >= 0:
                 bins[b] += 1
-                decade = size_decade(answer.value, answer.unit)
+                decade = size_bin(answer.value, answer.unit)
                 priors.group_sizes[f"{entity}|{group}"][decade] += 1
                 priors.group_sizes[f"{entity}|"][decade] += 1
         return priors
@@ -103,9 +104,9 @@ class Priors:
     def group_size_logp(self, entity: str, group: str | None, value: Decimal, unit: str) -> float:
         """How usual this size (in base units, by decade) is for the entity in the group, shrunk
         toward the entity-wide share: rings are small, wardrobes are large."""
-        decade = size_decade(value, unit)
+        decade = size_bin(value, unit)
         overall = self.group_sizes.get(f"{entity}|", Counter())
-        base = (overall.get(decade, 0) + 1) / (sum(overall.values()) + N_DECADES)
+        base = (overall.get(decade, 0) + 1) / (sum(overall.values()) + N_SIZE_BINS)
         counts = self.group_sizes.get(f"{entity}|{group}", Counter()) if group else Counter()
         return math.log((counts.get(decade, 0) + GROUP_SMOOTHING * base)
                         / (sum(counts.values()) + GROUP_SMOOTHING))
