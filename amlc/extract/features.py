@@ -257,4 +257,22 @@ def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
                       "bare_keyword": f["keyword"], "bare_repeats": f["repeats"],
                       "bare_largest": f[f"largest:{entity}"]})
         out.append(f)
+    _mark_row_best(out, entity, ROW_BEST_PRIORS)
     return out
+
+
+ROW_BEST_PRIORS = ("sibling_contrast", "group_size_logp")
+
+
+def _mark_row_best(feats: list[dict[str, float]], entity: str, names: Sequence[str]) -> None:
+    """'<name>_best' (overall and per entity) on the candidates that score highest on a prior
+    within their row: the linear score sees a prior's value, not whether another number of the
+    text fits the group better (which is how a height is told from the width beside it)."""
+    for name in names:
+        values = [f[name] for f in feats if name in f]
+        if len(values) < 2:
+            continue
+        top = max(values)
+        for f in feats:
+            if f.get(name) == top:
+                f[f"{name}_best"] = f[f"{name}_best:{entity}"] = 1.0
