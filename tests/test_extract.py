@@ -200,3 +200,17 @@ def test_a_list_ending_in_a_unit_lends_it_to_the_numbers_before():
     cands = extract_candidates('Size chart 10 13.77 26.77"')
     assert [(c.answer_text, c.listed) for c in cands] == [
         ("10 inch", True), ("13.77 inch", True), ("26.77 inch", False)]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("100(g) Serving size", ["100 gram"]),
+    ("Size 12.5*16.7*6.7 (cm) Weight", ["12.5 centimetre", "16.7 centimetre", "6.7 centimetre"]),
+    ("30(cm) 11.8( inch )", ["30 centimetre", "11.8 inch"]),
+])
+def test_a_unit_in_parentheses_after_the_number(text, expected):
+    assert [c.answer_text for c in extract_candidates(text)] == expected
+
+
+@pytest.mark.parametrize("text", ["5 (x)", "Pack of 3 (large)", 'Size 4 (")'])
+def test_parentheses_without_a_word_unit_give_nothing(text):
+    assert extract_candidates(text) == []

@@ -202,7 +202,7 @@ def read_unit(text: str, pos: int) -> _Unit | None:
     start = gap.end() if gap else pos
     m = UNIT_RE.match(text, start)
     if not m:
-        return None
+        return _unit_in_parentheses(text, start)
     surface = m.group()
     key = re.sub(r"\s+", " ", surface.lower().replace(".", "")).strip()
     key = key if key in ALIASES else key.replace(" ", "")
@@ -212,6 +212,20 @@ def read_unit(text: str, pos: int) -> _Unit | None:
     if surface in QUOTE_UNITS and start != pos:
         return None    # a quote is inch/foot only right against its number
     return _Unit(canonical, surface, m.end())
+
+
+PAREN_OPEN_RE = re.compile(r"\(\s*")
+PAREN_CLOSE_RE = re.compile(r"\s*\)")
+
+
+def _unit_in_parentheses(text: str, pos: int) -> _Unit | None:
+    """A word unit alone in parentheses after a number or a product: '100(g)', '12*16*6 (cm)'."""
+    opening = PAREN_OPEN_RE.match(text, pos)
+    if not opening:
+        return None
+    unit = read_unit(text, opening.end())
+    closing = PAREN_CLOSE_RE.match(text, unit.end) if unit and unit.surface not in QUOTE_UNITS else None
+    return _Unit(unit.canonical, unit.surface, closing.end()) if unit and closing else None
 
 
 def _tag_after(text: str, pos: int) -> tuple[str, int]:
