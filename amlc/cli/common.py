@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
+import aiosqlite
 import click
 from rich.console import Console
 
 from ..migrate import SchemaTooNew
-from ..store import StoreError
+from ..store import StoreError, open_reader, open_writer
 from ..workdir import Workdir
 
 T = TypeVar("T")
@@ -30,6 +32,16 @@ def run_async(make: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(make())  # type: ignore[arg-type]
     except (StoreError, SchemaTooNew) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+async def using_store(store: Path, work: Callable[[aiosqlite.Connection], Awaitable[T]],
+                      write: bool = False) -> T:
+    """Run `work` on a connection to the store (read-only unless `write`), then close it."""
+    conn = await (open_writer if write else open_reader)(store)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
 
 
 def print_json(data: Any) -> None:

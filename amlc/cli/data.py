@@ -12,8 +12,8 @@ from ..export import ExportError, best_answers, render_submission, write_atomica
 from ..ingest import IngestError, ingest
 from ..metric import format_report
 from ..report import evaluate_split
-from ..store import finish_run, open_reader, open_writer, start_run
-from .common import console, json_option, print_json, run_async, workdir
+from ..store import finish_run, start_run
+from .common import console, json_option, print_json, run_async, using_store, workdir
 
 existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 source_option = click.option(
@@ -39,15 +39,9 @@ def ingest_command(ctx: click.Context, csv_file: Path, split: str, as_json: bool
     Example:
       amlc ingest ../shared/data/test.csv --split test
     """
-    async def go():
-        conn = await open_writer(workdir(ctx).store)
-        try:
-            return await ingest(conn, csv_file, split)
-        finally:
-            await conn.close()
-
     try:
-        report = run_async(go)
+        report = run_async(lambda: using_store(workdir(ctx).store,
+                                               lambda conn: ingest(conn, csv_file, split), write=True))
     except (IngestError, UnicodeDecodeError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -77,14 +71,8 @@ def export_command(ctx: click.Context, out: Path, split: str, sources: tuple[str
     Example:
       amlc export submission.csv --split test
     """
-    async def go():
-        conn = await open_reader(workdir(ctx).store)
-        try:
-            return await best_answers(conn, split, sources)
-        finally:
-            await conn.close()
-
-    answers = run_async(go)
+    answers = run_async(lambda: using_store(workdir(ctx).store,
+                                            lambda conn: best_answers(conn, split, sources)))
     if not answers:
         raise click.ClickException(f"split {split!r} has no samples; ingest it first")
     try:
@@ -142,17 +130,13 @@ def eval_command(ctx: click.Context, split: str, sources: tuple[str, ...], only:
     Example:
       amlc eval --split val --source rules --only
     """
-    async def go():
-        conn = await open_writer(workdir(ctx).store)
-        try:
-            run_id = await start_run(conn, "eval", json.dumps({"split": split, "sources": sources}))
-            report, skipped = await evaluate_split(conn, split, sources, only)
-            await finish_run(conn, run_id, json.dumps({**report.as_dict(), "skipped": skipped}))
-            return report, skipped
-        finally:
-            await conn.close()
+    async def scored(conn):
+        run_id = await start_run(conn, "eval", json.dumps({"split": split, "sources": sources}))
+        report, skipped = await evaluate_split(conn, split, sources, only)
+        await finish_run(conn, run_id, json.dumps({**report.as_dict(), "skipped": skipped}))
+        return report, skipped
 
-    report, skipped = run_async(go)
+    report, skipped = run_async(lambda: using_store(workdir(ctx).store, scored, write=True))
     if not report.per_entity:
         raise click.ClickException(f"split {split!r} has no labelled samples to score")
     if as_json:

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import click
 
-from ..jobs import retry_failed
+from ..jobs import retry_failed as retry_failed_jobs
 from ..pipeline import ALL_STAGES, RunConfig, run_pipeline
 from ..runlock import AlreadyRunning
-from ..store import open_writer
-from .common import console, run_async, workdir
+from .common import console, run_async, using_store, workdir
 
 
 existing_gguf = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -79,7 +78,8 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                        fetch_options={"retries": fetch_retries}, local_images=local_images,
                        model=model)
     if retry_failed:
-        run_async(lambda: _retry_failed(workdir(ctx).store))
+        count = run_async(lambda: using_store(workdir(ctx).store, retry_failed_jobs, write=True))
+        console.print(f"{count} failed item(s) get a fresh retry budget")
     _run(ctx, config)
 
 
@@ -118,14 +118,6 @@ def _run(ctx: click.Context, config: RunConfig) -> None:
         raise SystemExit(130) from None
     done = ", ".join(f"{name} {s.done} done / {s.failed} failed" for name, s in engine.stats.items())
     console.print(f"run finished: {done}")
-
-
-async def _retry_failed(store) -> None:
-    conn = await open_writer(store)
-    try:
-        console.print(f"{await retry_failed(conn)} failed item(s) get a fresh retry budget")
-    finally:
-        await conn.close()
 
 
 COMMANDS = [run_command, predict_command]

@@ -9,18 +9,10 @@ import click
 from rich.table import Table
 
 from ..report import sample_journey, status_summary
-from ..store import fetch_all, open_reader, rows_as_dicts
-from .common import console, json_option, print_json, run_async, workdir
+from ..store import fetch_all, rows_as_dicts
+from .common import console, json_option, print_json, run_async, using_store, workdir
 
 STATES = ("pending", "leased", "done", "failed")
-
-
-async def _read(ctx: click.Context, query):
-    conn = await open_reader(workdir(ctx).store)
-    try:
-        return await query(conn)
-    finally:
-        await conn.close()
 
 
 @click.command("status")
@@ -34,7 +26,7 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
     Example (from another terminal while `amlc run` works):
       watch -n 5 amlc status
     """
-    summary = run_async(lambda: _read(ctx, status_summary))
+    summary = run_async(lambda: using_store(workdir(ctx).store, status_summary))
     if as_json:
         print_json(summary)
         return
@@ -65,7 +57,7 @@ def show_command(ctx: click.Context, index: int, split: str, as_json: bool) -> N
     Example:
       amlc show 42 --split test
     """
-    journey = run_async(lambda: _read(ctx, lambda conn: sample_journey(conn, split, index)))
+    journey = run_async(lambda: using_store(workdir(ctx).store, lambda conn: sample_journey(conn, split, index)))
     if journey is None:
         raise click.ClickException(f"no sample with index {index} in split {split!r}")
     if as_json:
@@ -102,7 +94,7 @@ def sql_command(ctx: click.Context, query: str, as_json: bool) -> None:
       amlc sql "SELECT idx, entity, prediction FROM sample_status WHERE split='test' LIMIT 10"
     """
     try:
-        rows = run_async(lambda: _read(ctx, lambda conn: fetch_all(conn, query)))
+        rows = run_async(lambda: using_store(workdir(ctx).store, lambda conn: fetch_all(conn, query)))
     except sqlite3.Error as exc:
         raise click.ClickException(f"query failed: {exc}") from None
     records = rows_as_dicts(rows)
