@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import io
+import json
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,16 @@ def test_tiny_demo_end_to_end_then_resumes(tmp_path: Path) -> None:
     again = amlc(work, "demo", "--size", "tiny").output  # everything done: nothing is redone
     assert "train 0 new/" in again and "predictions: 0 new" in again and "fetch 0 done" in again, again
     assert amlc(work, "demo", "--size", "small", ok=False).exit_code != 0  # one demo per work folder
+    _relinked_when_the_old_port_is_taken(work)
+
+
+def _relinked_when_the_old_port_is_taken(work: Path) -> None:
+    """A resumed demo whose port is now taken serves on another one and relinks the store."""
+    old = json.loads((work / "demo" / "server.json").read_text())["port"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", old))
+        taken.listen()
+        amlc(work, "demo", "--size", "tiny", "--skip-llm")
+    new = json.loads((work / "demo" / "server.json").read_text())["port"]
+    links = query(work / "amlc.db", "SELECT link FROM images")
+    assert new != old and all(link.startswith(f"http://127.0.0.1:{new}/images/I/") for (link,) in links)

@@ -32,6 +32,8 @@ def demo_command(ctx: click.Context, size: str, seed: int, skip_llm: bool, keep_
       amlc -w /tmp/d demo --size tiny   # a quick look
       amlc demo --skip-llm --keep-server
     """
+    import asyncio
+
     from ..demo.run import DemoError, DemoOptions, run_demo
     from ..runlock import AlreadyRunning
 
@@ -39,6 +41,9 @@ def demo_command(ctx: click.Context, size: str, seed: int, skip_llm: bool, keep_
         run_demo(workdir(ctx), DemoOptions(size, seed, skip_llm, keep_server, threads))
     except (DemoError, AlreadyRunning) as exc:
         raise click.ClickException(str(exc)) from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        click.echo("stopped; finished work is kept: run the same command again to resume")
+        raise SystemExit(130) from None
 
 
 COMMANDS = [demo_command]

@@ -11,12 +11,11 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Console
 
 from ..check import check_submission
-from ..export import best_answers, render_submission, write_atomically
+from ..export import Answered, best_answers, render_submission, write_atomically
 from ..ingest import ingest
 from ..metric import Report
 from ..pipeline import RunConfig, run_pipeline
@@ -24,7 +23,7 @@ from ..report import evaluate_split
 from ..store import fetch_all, open_reader, open_writer
 from ..workdir import Workdir
 from .data import SPLITS, Item, render_dataset, write_csvs
-from .serve import ImageServer
+from .serve import URL_PREFIX, ImageServer
 
 console = Console(soft_wrap=True)  # long paths and the F1 table stay on one line
 RULES = "rules"
@@ -130,21 +129,22 @@ def _saved_port(folder: Path) -> int:
 
 
 def _prepare_csvs(wd: Workdir, folder: Path, items: list[Item], server: ImageServer) -> dict[str, Path]:
-    """CSVs pointing at this server; when a resumed demo got another port, the store's links too."""
-    old = _saved_port(folder)
-    if old and old != server.port:
-        asyncio.run(_relink(wd, f"http://{server.host}:{old}/", f"http://{server.host}:{server.port}/"))
+    """CSVs pointing at this server; a resumed demo that got another port relinks the store."""
+    asyncio.run(_relink(wd, server))
     (folder / "server.json").write_text(json.dumps({"port": server.port}))
     return write_csvs(folder, items, server.url)
 
 
-async def _relink(wd: Workdir, old: str, new: str) -> None:
+async def _relink(wd: Workdir, server: ImageServer) -> None:
+    """Point the demo's image links served on any other local port at this server."""
     if not wd.store.exists():
         return
     conn = await open_writer(wd.store)
     try:
-        await conn.execute("UPDATE images SET link = ? || substr(link, ?) WHERE link LIKE ? || '%'",
-                           (new, len(old) + 1, old))
+        await conn.execute("""
+            UPDATE images SET link = :new || substr(link, instr(link, :path) + length(:path))
+            WHERE link LIKE :pattern AND substr(link, 1, length(:new)) != :new""",
+                           {"new": server.url, "path": URL_PREFIX, "pattern": f"http://{server.host}:%{URL_PREFIX}%"})
         await conn.commit()
     finally:
         await conn.close()
@@ -216,7 +216,7 @@ async def _scores(wd: Workdir, sources: list[str]) -> dict[str, Report]:
         await conn.close()
 
 
-async def _answers(wd: Workdir, split: str, source: str):
+async def _answers(wd: Workdir, split: str, source: str) -> list[Answered]:
     conn = await open_reader(wd.store)
     try:
         return await best_answers(conn, split, (source, RULES))
