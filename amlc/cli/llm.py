@@ -89,15 +89,18 @@ def train(base: Path, data: Path, out: Path, config_file: str | None, max_steps:
 @click.option("--check", "check_file", type=existing_file, default=None,
               help="SFT JSONL whose prompts measure agreement of each GGUF with the merged model.")
 @click.option("--check-n", type=int, default=50, show_default=True, help="Prompts to compare.")
-def export_model(adapter: Path, out: Path, quants: tuple[str, ...], check_file: Path | None, check_n: int) -> None:
-    """Merge ADAPTER (a train run's adapter/ folder) into its base, convert to GGUF with llama.cpp's
+@click.option("--base", type=existing_path, default=None,
+              help="Base the adapter was trained on (default: the run's train_info.json).")
+def export_model(adapter: Path, out: Path, quants: tuple[str, ...], check_file: Path | None, check_n: int,
+                 base: Path | None) -> None:
+    """Merge ADAPTER (a train run's adapter/ folder, or one of its checkpoints) into its base, convert to GGUF with llama.cpp's
     converter, quantize with llama.cpp's quantizer, and report the agreement of each file's
     greedy answers with the merged PyTorch model."""
     from ..llm.export import export_model as run_export
     from ..llm.sft import read_jsonl
 
     prompts = [r["prompt"] for r in read_jsonl(check_file)[:check_n]] if check_file else []
-    _echo_json(run_export(adapter, out, quants, prompts).as_dict())
+    _echo_json(run_export(adapter, out, quants, prompts, base).as_dict())
 
 
 def score_model_on_text(model_gguf: str | Path, csv_file: str | Path, split: str = "val",

@@ -42,12 +42,17 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | Path
     from .train import load_base, read_info
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    base = base or read_info(adapter_dir.parent)["base_dir"]
+    base = base or read_info(run_dir(adapter_dir))["base_dir"]
     model, tokenizer = load_base(base)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def run_dir(adapter_dir: Path) -> Path:
+    """The train run folder of OUT/adapter or OUT/checkpoints/checkpoint-N."""
+    return next((p for p in adapter_dir.resolve().parents if (p / "train_info.json").exists()), adapter_dir.parent)
 
 
 def declared_pretokenizer(model_dir: Path) -> str | None:

@@ -205,12 +205,14 @@ def train(base: str | Path, data: str | Path, out: str | Path, config: TrainConf
     """LoRA-train base on the SFT JSONL; the adapter lands in OUT/adapter. Resumes from the
     newest checkpoint under OUT/checkpoints when resume is set and one exists."""
     import torch
-    from transformers.trainer_utils import get_last_checkpoint
+
     config = config or TrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    backend = choose_backend()
+    backend = choose_backend()  # before transformers loads: Unsloth patches it on import
     log.info("LoRA backend: %s", backend)
+    from transformers.trainer_utils import get_last_checkpoint
+
     if backend != "unsloth":
         torch.set_num_threads(config.threads)  # shared CPU cores: one thread is fastest
     base_dir = materialize_base(base, out / "base_hf")
@@ -220,6 +222,7 @@ def train(base: str | Path, data: str | Path, out: str | Path, config: TrainConf
                               train_dataset=load_rows(data), processing_class=tokenizer, peft_config=lora)
     checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
     started = time.time()
+    _write_info(out, base, base_dir, data, config, TrainResult(backend, out / "adapter", 0, None, 0.0), checkpoint)
     output = trainer.train(resume_from_checkpoint=checkpoint)
     adapter = out / "adapter"
     trainer.save_model(str(adapter))
@@ -236,7 +239,7 @@ def _last_loss(trainer) -> float | None:
 
 def _write_info(out: Path, base, base_dir: Path, data, config: TrainConfig, result: TrainResult,
                 resumed: str | None) -> None:
-    info = {"backend": result.backend, "base": str(Path(base).resolve()),
+    info = {"backend": result.backend, "finished": result.steps > 0, "base": str(Path(base).resolve()),
             "base_dir": str(base_dir.resolve()), "data": str(Path(data).resolve()),
             "config": asdict(config), "steps": result.steps, "final_loss": result.final_loss,
             "seconds": round(result.seconds, 1), "resumed_from": resumed}
