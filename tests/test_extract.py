@@ -214,3 +214,13 @@ def test_a_unit_in_parentheses_after_the_number(text, expected):
 @pytest.mark.parametrize("text", ["5 (x)", "Pack of 3 (large)", 'Size 4 (")'])
 def test_parentheses_without_a_word_unit_give_nothing(text):
     assert extract_candidates(text) == []
+
+
+def test_unitless_numbers_are_tried_with_the_two_usual_units():
+    from amlc.extract.features import entity_candidates
+    from amlc.extract.priors import Priors
+    priors = Priors.count([("item_weight", "g1", "500 gram")] * 5 + [("item_weight", "g1", "2 pound")] * 3
+                          + [("item_weight", "g1", "1 kilogram")])
+    cands, mentions = entity_candidates("Premium 25 pack", "item_weight", "g1", priors)
+    assert mentions == [] and [c.answer_text for c in cands] == ["25 gram", "25 pound"]
+    assert all(c.bare for c in cands)

@@ -39,6 +39,7 @@ SIBLINGS = {"height": ("width", "depth"), "width": ("height", "depth"), "depth":
             "maximum_weight_recommendation": ("item_weight",),
             "voltage": (), "wattage": (), "item_volume": ()}
 DIMENSIONS = ("height", "width", "depth")
+BARE_UNITS = 2   # unit-less numbers are tried with the group's this many most usual units
 KEYWORD_WINDOW = 30   # characters before a number searched for its keyword (about 4 words)
 
 
@@ -54,8 +55,11 @@ def entity_candidates(ocr: str | Sequence[Any], entity: str, group: str | None,
     every number+unit mention in the text, whatever its unit."""
     mentions = extract_candidates(ocr)
     found = allowed(mentions, entity)
-    unit = priors.top_unit(entity, group)
-    return found or (bare_candidates(ocr, unit) if unit else []), mentions
+    if found:
+        return found, mentions
+    units = priors.top_units(entity, group, BARE_UNITS)
+    bare = [c for unit in units for c in bare_candidates(ocr, unit)]
+    return sorted(bare, key=lambda c: c.start), mentions   # stable: the usual unit first
 
 
 def _metric_share(mentions: Sequence[Candidate]) -> float:

@@ -112,9 +112,14 @@ class Priors:
                         / (sum(counts.values()) + GROUP_SMOOTHING))
 
     def top_unit(self, entity: str, group: str | None = None) -> str | None:
+        units = self.top_units(entity, group, 1)
+        return units[0] if units else None
+
+    def top_units(self, entity: str, group: str | None = None, n: int = 1) -> list[str]:
+        """The entity's n most frequent units in the group (entity-wide for an unseen group)."""
         counts = self.group_units.get(f"{entity}|{group}") if group else None
         counts = counts or self.units.get(entity)
-        return counts.most_common(1)[0][0] if counts else None
+        return [unit for unit, _ in counts.most_common(n)] if counts else []
 
     def to_json(self) -> dict:
         return {"units": {k: dict(v) for k, v in self.units.items()},
