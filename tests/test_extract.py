@@ -224,3 +224,9 @@ def test_unitless_numbers_are_tried_with_the_two_usual_units():
     cands, mentions = entity_candidates("Premium 25 pack", "item_weight", "g1", priors)
     assert mentions == [] and [c.answer_text for c in cands] == ["25 gram", "25 pound"]
     assert all(c.bare for c in cands)
+
+
+def test_range_rule_only_for_entities_with_range_labels():
+    from amlc.extract.choose import RULE_WEIGHTS
+    assert RULE_WEIGHTS["range_low:voltage"] < 0 and RULE_WEIGHTS["range_low:item_weight"] < 0
+    assert not any(f"range_low:{e}" in RULE_WEIGHTS for e in ("width", "height", "depth"))

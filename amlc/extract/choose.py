@@ -25,14 +25,18 @@ DEFAULT_PRIORS = MODEL_DIR / "priors.json"
 # Hand-set weights added to the learned ones. A range label ('[100.0, 240.0] volt', 1,775 of the
 # voltage rows in train.csv) is scored by its upper bound, so the low end of '100-240V' is almost
 # never the answer; the labelled OCR rows hold only two ranges, too few to learn that from.
+# train_partial.csv has range labels for every entity but the dimensions (none of 133k rows), and
+# on the labelled OCR rows a dimension range ('40-48cm' for an adjustable height) is more often
+# labelled by its low end, so the rule leaves dimensions to the learned range_low:<entity>.
 #
 # The box features cannot be learned from the shared text (it has no boxes); until labelled
 # rows with boxes exist they get modest hand-set weights, each below what the keyword
 # feature learns (about 0.6): a measure printed larger than the text around it is more often the
 # headline value, and a number written vertically beside a drawing is more often its height
 # than its width or depth.
+RANGE_LABELLED = ("item_weight", "maximum_weight_recommendation", "voltage", "wattage", "item_volume")
 RULE_WEIGHTS: dict[str, float] = {
-    "range_low": -1.5,
+    **{f"range_low:{entity}": -1.5 for entity in RANGE_LABELLED},
     "box_rel_size": 0.3,
     "box_vertical:height": 0.5, "box_vertical:width": -0.3, "box_vertical:depth": -0.3,
 }

@@ -198,6 +198,7 @@ def _mention_features(c: Candidate, entity: str) -> dict[str, float]:
         "range_high": float(c.range_role == "high"),
         "range_low": float(c.range_role == "low"),
         f"range_high:{entity}": float(c.range_role == "high"),
+        f"range_low:{entity}": float(c.range_role == "low"),
         "ambiguous_unit": float(c.surface.lower().strip(".") in AMBIGUOUS_UNITS),
         "quote_unit": float(c.surface in QUOTE_UNITS),
         "slipped": float(c.slipped),
