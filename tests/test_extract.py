@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from amlc.cli.extract import eval_text_command, select_split
 from amlc.extract import Extractor, extract_candidates, split_rows
 from amlc.extract.baseline import naive_prediction
-from amlc.extract.data import OCR_LABELED, read_text_rows
+from amlc.extract.data import OCR_LABELED, TextRow, read_text_rows
 from amlc.extract.evaluate import evaluate
 from amlc.units import prediction_error
 
@@ -230,3 +230,22 @@ def test_range_rule_only_for_entities_with_range_labels():
     from amlc.extract.choose import RULE_WEIGHTS
     assert RULE_WEIGHTS["range_low:voltage"] < 0 and RULE_WEIGHTS["range_low:item_weight"] < 0
     assert not any(f"range_low:{e}" in RULE_WEIGHTS for e in ("width", "height", "depth"))
+
+
+def test_folds_are_stable_and_keep_images_together():
+    from amlc.extract.data import fold_of
+    rows = [TextRow("width", "10 cm", "10 centimetre", "g", f"https://x/{i % 7}.jpg") for i in range(40)]
+    folds = [fold_of(r, 5) for r in rows]
+    assert all(0 <= f < 5 for f in folds) and folds == [fold_of(r, 5) for r in rows]
+    assert all(folds[i] == folds[i % 7] for i in range(40))
+    assert [fold_of(r, 5, seed=1) for r in rows] != folds
+
+
+@needs_data
+def test_cross_validation_scores_every_row_once_per_repeat():
+    from amlc.extract.train import cross_validate
+    from amlc.extract.choose import load_priors, DEFAULT_PRIORS
+    rows = split_rows(read_text_rows(OCR_LABELED))[0][:60]
+    report = cross_validate(rows, load_priors(DEFAULT_PRIORS), folds=3, repeats=2)
+    counts = report.numeric
+    assert counts.tp + counts.fp + counts.fn + counts.tn == 120 and report.f1 > 0.3

@@ -53,6 +53,12 @@ def in_validation(row: Any, seed: int = 0, val_fraction: float = 0.5) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
+def fold_of(row: Any, folds: int, seed: int = 0) -> int:
+    """The cross-validation fold (0..folds-1) of a row, by the same image hash as the split."""
+    digest = hashlib.sha256(f"fold{seed}:{split_key(row)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % folds
+
+
 def split_rows(rows: Sequence[Row], seed: int = 0, val_fraction: float = 0.5
                ) -> tuple[list[Row], list[Row]]:
     """(train, val) by a hash of each row's image: stable across runs, files and row order.
