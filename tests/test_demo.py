@@ -63,7 +63,8 @@ def test_tiny_demo_end_to_end_then_resumes(tmp_path: Path) -> None:
     out = amlc(work, "demo", "--size", "tiny").output
     assert "F1 on val" in out and "rules" in out and "tiny-lora" in out, out
     states = query(work / "amlc.db", "SELECT stage, state, count(*) FROM jobs GROUP BY 1, 2")
-    assert {(s, st) for s, st, _ in states} == {("fetch", "done"), ("ocr", "done"), ("extract", "done")}
+    assert {(s, st) for s, st, _ in states} == {("fetch", "done"), ("ocr", "done"), ("extract", "done"),
+                                                ("predict:tiny-lora", "done")}
     val_test = query(work / "amlc.db", "SELECT count(*) FROM samples WHERE split IN ('val', 'test')")[0][0]
     answered = query(work / "amlc.db", "SELECT count(*) FROM predictions p JOIN samples s ON s.id = p.sample_id "
                                        "WHERE p.source = 'tiny-lora' AND s.split IN ('val', 'test')")[0][0]
@@ -71,8 +72,10 @@ def test_tiny_demo_end_to_end_then_resumes(tmp_path: Path) -> None:
     submission, test_csv = work / "submission.csv", work / "demo" / "test.csv"
     assert check_submission(submission, test_csv).ok
     assert "OK" in amlc(work, "check", str(submission), "--against", str(test_csv)).output
+    answered_at = query(work / "amlc.db", "SELECT max(created_at), count(*) FROM predictions")
     again = amlc(work, "demo", "--size", "tiny").output  # everything done: nothing is redone
-    assert "train 0 new/" in again and "predictions: 0 new" in again and "fetch 0 done" in again, again
+    assert "train 0 new/" in again and "fetch 0 done" in again, again
+    assert query(work / "amlc.db", "SELECT max(created_at), count(*) FROM predictions") == answered_at
     assert amlc(work, "demo", "--size", "small", ok=False).exit_code != 0  # one demo per work folder
     _relinked_when_the_old_port_is_taken(work)
 

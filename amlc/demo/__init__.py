@@ -3,6 +3,8 @@
     distributions.py   value/unit/group distributions per entity (distributions.json, from train data)
     render.py          product-label images with PIL: fonts, sizes, rotation, blur, noise, clutter
     serve.py           a local aiohttp image server on 127.0.0.1 (ephemeral port)
-    predict.py         thin store glue: OCR text -> prompts -> llama.cpp answers -> predictions
+    llm_steps.py       SFT rows from the store, base, LoRA, GGUF, predict (amlc.predict stage)
+    quiet.py           libraries' C-level output to a log file
+    data.py            the rendered dataset and its CSVs
     run.py             the steps, each skipped when the work folder says it is done
 """

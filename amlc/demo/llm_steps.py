@@ -1,18 +1,18 @@
 """The demo's LLM part, on the LLM engineer's functions: SFT rows from the store's labelled train
 split (OCR text + label), a base (a tiny Llama built here, or SmolLM2-135M from set-up), LoRA,
-merge -> GGUF -> Q8_0/Q4_K_M, then answers for val/test written to the store. Each step is
+merge -> GGUF -> Q8_0/Q4_K_M, then answers for val/test by the store's predict stage. Each step is
 skipped when its output exists, and training resumes from its newest checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..store import fetch_all, open_reader
 from ..workdir import Workdir
-from .predict import predict_store
 from .quiet import output_to
 
 if TYPE_CHECKING:
@@ -91,6 +91,28 @@ def export(adapter: Path, out: Path) -> Path:
     return model
 
 
+def predict(wd: Workdir, model: Path, source: str, splits: tuple[str, ...] = ("val", "test")) -> int:
+    """Answer the splits with the store's predict stage (`amlc predict`), the model's own answers
+    only (no rules fallback, so the F1 table compares the two); returns the model's answer rows."""
+    from ..pipeline import RunConfig, run_pipeline
+
+    named = model.with_name(f"{source}.gguf")  # the stage names its predictions by the file's stem
+    if not named.exists():
+        os.link(model, named)
+    for split in splits:
+        asyncio.run(run_pipeline(wd, RunConfig(stages=("predict",), exit_when_done=True, dashboard=False,
+                                               model=named, predict_split=split, fallback=False)))
+    return asyncio.run(_count_predictions(wd, source))
+
+
+async def _count_predictions(wd: Workdir, source: str) -> int:
+    conn = await open_reader(wd.store)
+    try:
+        return (await fetch_all(conn, "SELECT count(*) AS n FROM predictions WHERE source = ?", (source,)))[0]["n"]
+    finally:
+        await conn.close()
+
+
 def run(wd: Workdir, size: "DemoSize", threads: int, say: Callable[[str], None]) -> Path:
     """All LLM steps; returns the GGUF the val/test answers came from."""
     import time
@@ -117,6 +139,6 @@ def run(wd: Workdir, size: "DemoSize", threads: int, say: Callable[[str], None])
         model = export(adapter, root / "export")
     note(f"GGUF: {', '.join(p.name for p in sorted(model.parent.glob('model-*.gguf')))}")
     with output_to(log):
-        answered = asyncio.run(predict_store(wd.store, model, size.source, ("val", "test"), threads=threads))
-    note(f"predictions: {answered} new val/test answers from {model.name}")
+        answered = predict(wd, model, size.source)
+    note(f"predictions: {answered} val/test answers from {size.source}.gguf (= {model.name}) in the store")
     return model
