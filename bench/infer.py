@@ -64,10 +64,10 @@ def main() -> None:
     results = {name: timed(run) for name, run in runs.items()}
     base_rate = len(items) / results["amlc predict"][0]
     print(f"{len(items)} prompts, {args.threads} thread(s), model {args.gguf}")
-    print(f"{'path':24} {'seconds':>8} {'answers/s':>10} {'gen tok/s':>10} {'amlc x':>7}")
+    print(f"{'path':24} {'seconds':>8} {'answers/s':>10} {'gen tok/s':>10} {'amlc faster by':>15}")
     for name, (seconds, tokens) in results.items():
         rate = len(items) / seconds
-        print(f"{name:24} {seconds:>8.2f} {rate:>10.2f} {tokens / seconds:>10.1f} {base_rate / rate:>7.2f}")
+        print(f"{name:24} {seconds:>8.2f} {rate:>10.2f} {tokens / seconds:>10.1f} {base_rate / rate:>14.2f}x")
 
 
 if __name__ == "__main__":
