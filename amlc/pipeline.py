@@ -33,6 +33,9 @@ class RunConfig:
     fetch_timeout: float = 30.0      # seconds of read silence before a download is retried
     ocr_engine: str = "rapidocr"
     ocr_batch: int = 8               # images per engine call
+    ocr_device: str = "cpu"          # "cuda" runs OCR on the GPU (onnxruntime-gpu)
+    ocr_max_side: int | None = 1280  # shrink larger images to this longer side before OCR
+    ocr_autocontrast: bool = False   # stretch faded labels' contrast before OCR
     max_attempts: int = 4            # tries per item and stage before it is marked failed
     backoff_base: float = 2.0        # seconds before a failed item is retried; doubles per try
     lease_seconds: float = 600.0     # a claim older than this belongs to a dead worker
@@ -56,8 +59,10 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
         fetcher = await stack.enter_async_context(Fetcher(workdir.images, fetch_config))
         stages.append(FetchStage(fetcher, config.fetch_workers, policy, config.local_images))
     if "ocr" in config.stages:
-        from .ocr import load_engine
-        stages.append(OcrStage(load_engine(config.ocr_engine), config.ocr_batch, policy))
+        from .ocr import Preprocess, load_engine
+        preprocess = Preprocess(max_side=config.ocr_max_side, autocontrast=config.ocr_autocontrast)
+        engine = load_engine(config.ocr_engine, preprocess=preprocess, device=config.ocr_device)
+        stages.append(OcrStage(engine, config.ocr_batch, policy))
     if "extract" in config.stages:
         from .extract import Extractor
         stages.append(ExtractStage(Extractor.load(), config.ocr_engine, policy))

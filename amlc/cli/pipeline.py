@@ -44,6 +44,11 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.option("--ocr-engine", type=click.Choice(["rapidocr", "paddleocr"]), default="rapidocr", show_default=True,
               help="rapidocr: the light CPU default; paddleocr: the GPU path.")
 @click.option("--ocr-batch", default=8, show_default=True, help="Images per OCR engine call.")
+@click.option("--ocr-device", default="cpu", show_default=True,
+              help="cpu, or cuda / cuda:N for the GPU (needs the gpu extra's onnxruntime-gpu).")
+@click.option("--ocr-max-side", default=1280, show_default=True,
+              help="Shrink images whose longer side exceeds this many pixels before OCR (0: never).")
+@click.option("--ocr-autocontrast", is_flag=True, help="Stretch the contrast of faded labels before OCR.")
 @click.option("--max-attempts", default=4, show_default=True,
               help="Tries per item and stage before it is marked failed; each try of a download "
                    "makes up to 1 + --fetch-retries requests.")
@@ -54,10 +59,9 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.pass_context
 def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: bool, no_dashboard: bool,
                 log_every: float, concurrency: int, per_host: int, timeout: float,
-                local_images: Path | None, fetch_retries: int,
-                ocr_engine: str,
-                ocr_batch: int, max_attempts: int, backoff: float, retry_failed: bool,
-                model: Path | None) -> None:
+                local_images: Path | None, fetch_retries: int, ocr_engine: str, ocr_batch: int,
+                ocr_device: str, ocr_max_side: int, ocr_autocontrast: bool, max_attempts: int,
+                backoff: float, retry_failed: bool, model: Path | None) -> None:
     """Download, OCR and extract every ingested sample, resumably.
 
     Each image is downloaded once (duplicate links share it), OCR'd once per engine, and
@@ -74,6 +78,8 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
     config = RunConfig(stages=stages, exit_when_done=exit_when_done, dashboard=not no_dashboard,
                        log_every=log_every, fetch_workers=concurrency, per_host=per_host,
                        fetch_timeout=timeout, ocr_engine=ocr_engine, ocr_batch=ocr_batch,
+                       ocr_device=ocr_device, ocr_max_side=ocr_max_side or None,
+                       ocr_autocontrast=ocr_autocontrast,
                        max_attempts=max_attempts, backoff_base=backoff,
                        fetch_options={"retries": fetch_retries}, local_images=local_images,
                        model=model)
