@@ -68,17 +68,12 @@ class PredictStage:
 
     def _answer(self, tasks: list[tuple[Claimed, Any]]) -> list[Outcome]:
         from .llm.infer import answer_items
-        from .llm.prompt import build_prompt
+        from .llm.sft import prompt_for
 
-        items = [(row["entity"], build_prompt(row["entity"], row["text"] or "", self._candidates(row)))
+        items = [(row["entity"], prompt_for(row["entity"], row["text"] or "", row["group_id"], self.candidates))
                  for _, row in tasks]
         answers = answer_items(self.llm, items)
         return [self._outcome(item, row, answer) for (item, row), answer in zip(tasks, answers)]
-
-    def _candidates(self, row: Any) -> list[str] | None:
-        if self.candidates is None or not row["text"]:
-            return None
-        return list(self.candidates(row["entity"], row["text"], row["group_id"]))
 
     def _outcome(self, item: Claimed, row: Any, answer: str) -> Outcome:
         detail: dict[str, str] = {"model": self.source}

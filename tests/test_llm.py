@@ -203,3 +203,65 @@ def test_score_model_on_text_reports_f1(chain: dict[str, Path]) -> None:
     counts = report.numeric
     assert counts.tp + counts.fp + counts.fn + counts.tn == 150
     assert report.errors.get("invalid prediction", 0) == 0
+
+
+@pytest.mark.slow
+def test_eval_text_scores_a_gguf_model_with_the_f1_line(chain: dict[str, Path], tmp_path: Path) -> None:
+    from amlc.cli.extract import eval_text_command
+
+    rows = OCR_LABELED.read_text().splitlines()
+    small = tmp_path / "small.csv"
+    small.write_text("\n".join(rows[:1] + rows[1:31]) + "\n")
+    out = tmp_path / "pred.csv"
+    result = CliRunner().invoke(eval_text_command, [str(small), "--split", "all", "--model", str(chain["q8"]),
+                                                    "--predictions", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1].startswith("f1=")
+    import csv
+    written = list(csv.DictReader(out.open()))
+    assert len(written) == 30
+    assert all(prediction_error(r["prediction"], r["entity_name"]) is None for r in written)
+
+
+@pytest.mark.slow
+def test_predict_stage_answers_stored_samples_and_resumes(chain: dict[str, Path], tmp_path: Path) -> None:
+    """Labelled samples with real OCR text in the store -> rules -> `amlc predict` -> export/check/eval."""
+    import csv as csvlib
+    import time
+
+    from store_helpers import amlc, execute, query
+
+    from amlc.ocr import OcrLine, OcrResult
+
+    rows = list(csvlib.DictReader(OCR_LABELED.open()))[:25]
+    labelled = tmp_path / "val.csv"
+    with labelled.open("w", newline="") as handle:
+        writer = csvlib.writer(handle)
+        writer.writerow(["index", "image_link", "group_id", "entity_name", "entity_value"])
+        writer.writerows([i, r["image_link"], r["group_id"], r["entity_name"], r["entity_value"]]
+                         for i, r in enumerate(rows))
+    amlc(tmp_path, "ingest", str(labelled), "--split", "val")
+    store = tmp_path / "amlc.db"
+    texts = {r["image_link"]: r["ocr_text"] for r in rows}
+    results = {link: OcrResult([OcrLine(text, 1.0, ((0, 0), (1, 0), (1, 1), (0, 1)))], "rapidocr")
+               for link, text in texts.items()}
+    execute(store, "INSERT INTO ocr_results(image_id, engine, lines, text, preprocess, created_at) "
+                   "SELECT id, 'rapidocr', ?, ?, '{}', ? FROM images WHERE link = ?",
+            [(r.to_json(), r.text(), time.time(), link) for link, r in results.items()])
+    execute(store, "UPDATE jobs SET state = 'done' WHERE stage = 'fetch' AND item_id = ?",
+            [(i,) for (i,) in query(store, "SELECT id FROM images")])
+    execute(store, "UPDATE jobs SET state = 'done' WHERE stage = 'ocr'", [()])
+    amlc(tmp_path, "run", "--stages", "extract", "--exit-when-done", "--no-dashboard")
+    amlc(tmp_path, "predict", "--model", str(chain["q8"]), "--split", "val", "--no-dashboard")
+    stage = f"predict:{chain['q8'].stem}"
+    assert query(store, "SELECT state, count(*) FROM jobs WHERE stage = ? GROUP BY 1", (stage,)) == [("done", 25)]
+    first = query(store, "SELECT sample_id, prediction, created_at FROM predictions WHERE source = ?",
+                  (chain["q8"].stem,))
+    assert len(first) == 25
+    amlc(tmp_path, "predict", "--model", str(chain["q8"]), "--split", "val", "--no-dashboard")
+    assert query(store, "SELECT sample_id, prediction, created_at FROM predictions WHERE source = ?",
+                 (chain["q8"].stem,)) == first  # nothing answered twice
+    out = tmp_path / "sub.csv"
+    amlc(tmp_path, "export", str(out), "--split", "val")
+    assert amlc(tmp_path, "check", str(out), "--against", str(labelled)).exit_code == 0
+    assert amlc(tmp_path, "eval", "--split", "val").output.strip().splitlines()[-1].startswith("f1=")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -36,6 +37,15 @@ def write_predictions(path: Path, rows: list[TextRow], predictions: list[str]) -
             writer.writerow([row.image_link, row.group_id, row.entity, row.truth, pred])
 
 
+def llm_fn(model_gguf: Path) -> Callable[[TextRow], str]:
+    """A row's answer from a GGUF model under the entity's grammar, prompted as in training."""
+    from ..llm.infer import load_engine
+    from ..llm.sft import extractor_candidates, prompt_for
+
+    engine, candidates = load_engine(str(model_gguf)), extractor_candidates()
+    return lambda row: engine.answer(row.entity, prompt_for(row.entity, row.ocr_text, row.group_id, candidates))
+
+
 @click.command("eval-text")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -45,7 +55,8 @@ def write_predictions(path: Path, rows: list[TextRow], predictions: list[str]) -
                    "same split the shipped model was trained on. Default: val when every row has "
                    "an image_link (ocr_labeled.csv), else all.")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Model JSON (default: the shipped amlc/extract/model.json).")
+              help="The rules' model JSON (default: the shipped amlc/extract/model.json), or a "
+                   "GGUF language model to score the LLM path with the same prompts as training.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 def eval_text_command(csv_file: Path, predictions_path: Path | None, split: str | None,
                       model_path: Path | None, as_json: bool) -> None:
@@ -56,13 +67,16 @@ def eval_text_command(csv_file: Path, predictions_path: Path | None, split: str 
     image_link are used when present).
 
     \b
-    Example:
+    Examples:
       amlc eval-text ../shared/data/ocr_labeled.csv --split val
+      amlc eval-text ../shared/data/ocr_labeled.csv --model amlc-work/models/x/model-q8_0.gguf
     """
     rows, split = select_split(read_text_rows(csv_file), split)
     if not rows:
         raise click.ClickException(f"no rows in split {split!r} of {csv_file}")
-    report, predictions = evaluate(rows, extractor_fn(Extractor.load(model_path)))
+    is_llm = model_path is not None and model_path.suffix == ".gguf"
+    predict = llm_fn(model_path) if is_llm else extractor_fn(Extractor.load(model_path))
+    report, predictions = evaluate(rows, predict)
     if predictions_path:
         write_predictions(predictions_path, rows, predictions)
     if as_json:

@@ -1,6 +1,6 @@
 """LLM commands: tiny-model, sft-data, train, export-model (registered by amlc.cli).
 
-Also `score_model_on_text`, the scorer `amlc eval-text FILE --model X.gguf` uses.
+Also `score_model_on_text`, which scores a GGUF model on a labelled OCR CSV from Python.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..metric import Report, format_report, score
+from ..metric import Report, score
 
 existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 existing_path = click.Path(exists=True, path_type=Path)
@@ -108,29 +108,16 @@ def score_model_on_text(model_gguf: str | Path, csv_file: str | Path, split: str
     """Score a GGUF model on a labelled OCR CSV (split: 'train', 'val' or 'all' of the shared
     fixed-seed split), prompts built as for training, rule candidates included when available."""
     from ..llm.infer import predict_texts
-    from ..llm.prompt import build_prompt
-    from ..llm.sft import extractor_candidates, read_labeled_csv, split_rows
+    from ..llm.sft import extractor_candidates, prompt_for, read_labeled_csv, split_rows
 
     rows = read_labeled_csv(csv_file)
     if split != "all":
         rows = dict(zip(("train", "val"), split_rows(rows)))[split]
     rows = rows[:limit] if limit else rows
     cands = extractor_candidates()
-    items = [(r.entity, build_prompt(r.entity, r.ocr_text, cands(r.entity, r.ocr_text, r.group_id) if cands else None))
-             for r in rows]
+    items = [(r.entity, prompt_for(r.entity, r.ocr_text, r.group_id, cands)) for r in rows]
     answers = predict_texts(str(model_gguf), items, n_threads=n_threads)
     return score((r.entity, r.label, a) for r, a in zip(rows, answers))  # the metric reads labels leniently
 
 
-@click.command("eval-llm")
-@click.argument("csv_file", type=existing_file)
-@click.option("--model", "model_gguf", required=True, type=existing_file, help="GGUF model.")
-@click.option("--split", type=click.Choice(["train", "val", "all"]), default="val", show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True, help="llama.cpp threads.")
-@click.option("--limit", type=int, default=None, help="Score only the first N rows of the split.")
-def eval_llm(csv_file: Path, model_gguf: Path, split: str, threads: int, limit: int | None) -> None:
-    """Score a GGUF model on a labelled OCR CSV with the official F1 (numeric and strict)."""
-    click.echo(format_report(score_model_on_text(model_gguf, csv_file, split, threads, limit)))
-
-
-COMMANDS = [tiny_model, sft_data, train, export_model, eval_llm]
+COMMANDS = [tiny_model, sft_data, train, export_model]

@@ -71,14 +71,19 @@ def mix_to_test(rows: list[LabeledRow], size: int | None = None, seed: int = 0) 
     return out
 
 
+def prompt_for(entity: str, ocr_text: str, group_id: str, candidates: CandidatesFn | None) -> str:
+    """The prompt for one sample, the same in training, scoring and the predict stage."""
+    cands = candidates(entity, ocr_text, group_id) if candidates and ocr_text else None
+    return build_prompt(entity, ocr_text, cands)
+
+
 def to_record(row: LabeledRow, candidates: CandidatesFn | None = None) -> dict[str, str] | None:
     """One prompt/completion record, or None when the label is not a valid answer."""
     try:
         answer = parse_label(row.label, row.entity)
     except AnswerError:
         return None
-    cands = candidates(row.entity, row.ocr_text, row.group_id) if candidates else None
-    return {"prompt": build_prompt(row.entity, row.ocr_text, cands),
+    return {"prompt": prompt_for(row.entity, row.ocr_text, row.group_id, candidates),
             "completion": completion(answer), "entity": row.entity}
 
 
