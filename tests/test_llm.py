@@ -252,6 +252,10 @@ def test_predict_stage_answers_stored_samples_and_resumes(chain: dict[str, Path]
             [(i,) for (i,) in query(store, "SELECT id FROM images")])
     execute(store, "UPDATE jobs SET state = 'done' WHERE stage = 'ocr'", [()])
     amlc(tmp_path, "run", "--stages", "extract", "--exit-when-done", "--no-dashboard")
+    counts = json.loads(amlc(tmp_path, "sft-data", "--split", "val", "--out", str(tmp_path / "sft")).output)
+    assert counts["train"] + counts["val"] == 25
+    assert all(json.loads(line)["prompt"].endswith(PROMPT_END)
+               for line in (tmp_path / "sft" / "val.jsonl").read_text().splitlines())
     amlc(tmp_path, "predict", "--model", str(chain["q8"]), "--split", "val", "--no-dashboard")
     stage = f"predict:{chain['q8'].stem}"
     assert query(store, "SELECT state, count(*) FROM jobs WHERE stage = ? GROUP BY 1", (stage,)) == [("done", 25)]

@@ -48,19 +48,54 @@ def tiny_model(directory: Path, csv_file: Path | None, steps: int | None) -> Non
 
 
 @click.command("sft-data")
-@click.option("--from", "csv_file", type=existing_file, required=True,
+@click.option("--from", "csv_file", type=existing_file, default=None,
               help="Labelled OCR CSV (ocr_labeled.csv's columns).")
+@click.option("--split", "store_split", default=None,
+              help="Instead of --from: the store's labelled samples of this split that have OCR text.")
+@click.option("--ocr-engine", default="rapidocr", show_default=True, help="Whose OCR text (with --split).")
 @click.option("--out", "out", type=out_dir, required=True, help="Folder for train.jsonl and val.jsonl.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Split and resampling seed.")
 @click.option("--train-size", type=int, default=None, help="Training rows after resampling (default: as many as in).")
 @click.option("--candidates/--no-candidates", default=True, show_default=True,
               help="Put the rule extractor's candidate answers in the prompts.")
-def sft_data(csv_file: Path, out: Path, seed: int, train_size: int | None, candidates: bool) -> None:
+@click.pass_context
+def sft_data(ctx: click.Context, csv_file: Path | None, store_split: str | None, ocr_engine: str, out: Path,
+             seed: int, train_size: int | None, candidates: bool) -> None:
     """Write SFT rows (TRL prompt/completion JSONL): the training half resampled toward the
-    test set's entity mix, the validation half as it is."""
+    test set's entity mix, the validation half as it is. Rows come from a labelled OCR CSV
+    (--from) or from the store (--split: labelled samples whose images were OCR'd).
+
+    \b
+    Examples:
+      amlc sft-data --from ../shared/data/ocr_labeled.csv --out sft/
+      amlc sft-data --split train --out sft/
+    """
     from ..llm.sft import build_sft_files
 
-    _echo_json(build_sft_files(csv_file, out, seed=seed, train_size=train_size, use_candidates=candidates))
+    if (csv_file is None) == (store_split is None):
+        raise click.UsageError("give exactly one of --from CSV and --split NAME")
+    source = csv_file or _store_rows(ctx, store_split or "", ocr_engine)
+    if not source:
+        raise click.ClickException(f"split {store_split!r} has no labelled samples with {ocr_engine} OCR text")
+    _echo_json(build_sft_files(source, out, seed=seed, train_size=train_size, use_candidates=candidates))
+
+
+STORE_ROWS_SQL = """
+SELECT s.entity, o.text, s.label, s.group_id, i.link FROM samples s
+JOIN images i ON i.id = s.image_id
+JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
+WHERE s.split = ? AND s.label IS NOT NULL ORDER BY s.idx
+"""
+
+
+def _store_rows(ctx: click.Context, split: str, ocr_engine: str) -> list:
+    from ..llm.sft import LabeledRow
+    from ..store import fetch_all
+    from .common import run_async, using_store, workdir
+
+    rows = run_async(lambda: using_store(workdir(ctx).store,
+                                         lambda conn: fetch_all(conn, STORE_ROWS_SQL, (ocr_engine, split))))
+    return [LabeledRow(*tuple(row)) for row in rows]
 
 
 @click.command("train")

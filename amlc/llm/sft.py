@@ -121,10 +121,12 @@ def extractor_candidates() -> CandidatesFn | None:
     return candidates
 
 
-def build_sft_files(csv_path: str | Path, out_dir: str | Path, seed: int = 0,
+def build_sft_files(source: str | Path | Sequence[LabeledRow], out_dir: str | Path, seed: int = 0,
                     train_size: int | None = None, use_candidates: bool = True) -> dict[str, int]:
-    """Write train.jsonl (test-mixed) and val.jsonl (as is) under out_dir; returns row counts."""
-    train, val = split_rows(read_labeled_csv(csv_path), seed=seed)
+    """Write train.jsonl (test-mixed) and val.jsonl (as is) under out_dir; returns row counts.
+    `source` is a labelled OCR CSV or rows already read (e.g. from the store)."""
+    rows = read_labeled_csv(source) if isinstance(source, (str, Path)) else list(source)
+    train, val = split_rows(rows, seed=seed)
     cands = extractor_candidates() if use_candidates else None
     out = Path(out_dir)
     return {
