@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import aiosqlite
 
 from .jobs import Claimed, RetryPolicy, done_statement, failure_statement
+from .ocr.base import OcrResult
 from .store import fetch_all
 from .writer import Statement
 
@@ -150,7 +151,6 @@ class ExtractStage:
     def _one(self, item: Claimed, row: Any) -> Outcome:
         if row["lines"] is None:
             return Outcome(item, error=f"no OCR result from {self.engine_name}")
-        from .ocr import OcrResult
         lines = OcrResult.from_json(row["lines"]).lines
         prediction = self.extractor.predict(row["entity"], lines, row["group_id"])
         record = ("INSERT OR REPLACE INTO predictions(sample_id, source, prediction, confidence, "

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from http_server import DEFAULT_ROOT
 from store_helpers import amlc, amlc_json, query, write_csv

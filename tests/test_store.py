@@ -6,7 +6,7 @@ import pytest
 
 from amlc import jobs
 from amlc.migrate import SchemaTooNew, known_migrations, migrate, migrations_dir
-from amlc.store import StoreError, fetch_all, open_reader, open_writer
+from amlc.store import fetch_all, open_reader, open_writer
 from store_helpers import DATA, amlc
 
 
