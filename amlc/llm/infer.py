@@ -3,12 +3,15 @@
 llama-cpp-python's high-level API decodes one sequence at a time, but it reuses the KV cache for
 the longest prefix shared with the previous prompt; prompts of one entity share their header
 (entity and units), so items are answered sorted by (entity, prompt), each distinct pair once.
+The daemon runs one engine per worker process (`LlmSpec`, amlc.workers): on a CPU, N processes
+of one thread each; with a GPU build of llama.cpp, every layer is offloaded by default.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 from ..units import prediction_error
 from .grammar import all_grammars, validate
@@ -16,6 +19,9 @@ from .prompt import answer_text, unique_items
 
 MAX_ANSWER_TOKENS = 24  # " 1234567.1234 imperial gallon" is under 20 tokens for our tokenizers
 DEFAULT_CTX = 2048
+# llama.cpp processes sharing one GPU by default: each decodes one sequence at a time, so a few
+# keep the GPU busier while the others sample and check grammars on the CPU.
+GPU_WORKERS = 2
 
 
 @dataclass
@@ -47,14 +53,26 @@ class Engine:
         return text if prediction_error(text, entity) is None else ""
 
 
-def load_engine(model_path: str, n_threads: int = 1, n_ctx: int = DEFAULT_CTX, check: bool = True) -> Engine:
-    """Load a GGUF model; grammars are parsed in a child process first (a bad one would crash us)."""
+def default_gpu_layers() -> int:
+    """All layers (-1) when this llama.cpp build can offload to a GPU, else none."""
+    import llama_cpp
+
+    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+
+
+def load_engine(model_path: str, n_threads: int = 1, n_ctx: int = DEFAULT_CTX, check: bool = True,
+                gpu_layers: int | None = None) -> Engine:
+    """Load a GGUF model; grammars are parsed in a child process first (a bad one would crash us).
+
+    gpu_layers: layers offloaded to the GPU, -1 for all; None: all when the build can offload.
+    """
     import llama_cpp
 
     if check:
         validate(model_path)
+    layers = default_gpu_layers() if gpu_layers is None else gpu_layers
     llm = llama_cpp.Llama(model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                          n_batch=512, verbose=False)
+                          n_batch=512, n_gpu_layers=layers, verbose=False)
     grammars = {e: llama_cpp.LlamaGrammar.from_string(g, verbose=False) for e, g in all_grammars().items()}
     return Engine(llm, grammars)
 
@@ -67,6 +85,31 @@ def answer_items(engine: Engine, items: Sequence[tuple[str, str]]) -> list[str]:
         entity, prompt = distinct[i]
         answers[i] = engine.answer(entity, prompt)
     return [answers[i] for i in index]
+
+
+@dataclass(frozen=True)
+class LlmSpec:
+    """A picklable recipe for one llama.cpp engine, built once in each worker (`amlc.workers`)."""
+
+    model_path: str
+    n_threads: int = 1
+    gpu_layers: int | None = None  # None: all layers when llama.cpp can offload
+    n_ctx: int = DEFAULT_CTX
+
+    @property
+    def offloads(self) -> bool:
+        return (default_gpu_layers() if self.gpu_layers is None else self.gpu_layers) != 0
+
+    def build(self) -> Callable[[Sequence[tuple[str, str]]], list[str]]:
+        engine = load_engine(self.model_path, self.n_threads, self.n_ctx, gpu_layers=self.gpu_layers)
+        return partial(answer_items, engine)
+
+
+def default_llm_workers(offloads: bool) -> int:
+    """One single-threaded process per core on a CPU; on a GPU, GPU_WORKERS processes share it."""
+    from ..workers import cores
+
+    return min(GPU_WORKERS, cores()) if offloads else cores()
 
 
 def predict_texts(model_path: str, items: Sequence[tuple[str, str]], n_threads: int = 1) -> list[str]:

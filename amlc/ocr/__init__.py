@@ -4,23 +4,28 @@
     [result] = engine.read([Path("x.jpg")])   # or encoded bytes
     result.text(), result.lines[0].box, result.to_json()
 
-Engines are built once and are not thread-safe: the daemon owns one per OCR worker thread and
-calls `read` there, never on the event loop.
+Engines are built once and are not thread-safe: the daemon builds one per worker process from
+an `OcrSpec` (amlc.workers) and calls `read` there, never on the event loop.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 from .base import MIN_CONFIDENCE, ImageSource, OcrEngine, OcrError, OcrLine, OcrResult
 from .models import parse_device
 from .preprocess import Preprocess
 
 ENGINES = ("rapidocr", "paddleocr")
+# OCR processes sharing one GPU by default: while one runs det/rec there, the others decode,
+# resize and post-process on CPU cores.
+CUDA_WORKERS = 4
 
 __all__ = [
     "ENGINES", "MIN_CONFIDENCE", "ImageSource", "OcrEngine", "OcrError", "OcrLine", "OcrResult",
-    "Preprocess", "load_engine",
+    "OcrSpec", "Preprocess", "default_ocr_workers", "load_engine",
 ]
 
 
@@ -43,3 +48,25 @@ def load_engine(name: str = "rapidocr", *, preprocess: Preprocess | None = None,
 
         return PaddleOcrEngine(pre, dev, threads, model_dir)
     raise ValueError(f"unknown OCR engine {name!r}; choose one of {', '.join(ENGINES)}")
+
+
+@dataclass(frozen=True)
+class OcrSpec:
+    """A picklable recipe for one OCR engine, built once in each worker (`amlc.workers`)."""
+
+    engine: str = "rapidocr"
+    device: str = "cpu"
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    threads: int = 1
+    model_dir: Path | None = None
+
+    def build(self) -> Callable[[Sequence[ImageSource]], list[OcrResult]]:
+        return load_engine(self.engine, preprocess=self.preprocess, device=self.device,
+                           threads=self.threads, model_dir=self.model_dir).read
+
+
+def default_ocr_workers(device: str) -> int:
+    """One single-threaded engine per core on a CPU; CUDA_WORKERS processes per GPU."""
+    from ..workers import cores
+
+    return min(CUDA_WORKERS, cores()) if parse_device(device).cuda else cores()

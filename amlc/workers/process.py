@@ -1,0 +1,212 @@
+"""Worker processes, each owning one engine for its whole life, fed one batch at a time.
+
+The daemon is asyncio plus threads, so children are started with 'spawn' (a fork would copy the
+event loop, its threads and their locks). Each worker has its own pipe and holds at most one
+batch, so the pool knows exactly which inputs a dead worker held: those are re-run one by one
+(`run_split`), a replacement process is started, and an input that kills its worker alone
+comes back as `DIED`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import SpawnContext, SpawnProcess
+from typing import Any, Sequence
+
+from .base import DIED, BatchFailed, Handler, WorkerSpec, describe, run_split
+
+START_TIMEOUT = 900.0  # seconds for a worker to load its engine (a large GGUF from a cold disk)
+STOP_TIMEOUT = 5.0
+TEST_EXIT_ENV = "AMLC_TEST_WORKER_EXIT_ON"
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not build its engine (the child's exception, as text)."""
+
+
+class ProcessPool:
+    """`size` worker processes built from one spec. `run` is called from the event loop; the
+    blocking pipe round trips run in this pool's own threads, one per worker."""
+
+    def __init__(self, spec: WorkerSpec, size: int, start_timeout: float = START_TIMEOUT) -> None:
+        if size < 1:
+            raise ValueError(f"a process pool needs at least one worker, got {size}")
+        context = mp.get_context("spawn")
+        self.size = size
+        self._workers = [_Worker(context, spec, start_timeout) for _ in range(size)]
+        for worker in self._workers:
+            worker.start()  # all load their engines at once
+        try:
+            for worker in self._workers:
+                worker.wait_ready()
+        except WorkerStartError:
+            self.close()
+            raise
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        for worker in self._workers:
+            self._idle.put_nowait(worker)
+        self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="amlc-pool")
+
+    @property
+    def restarts(self) -> int:
+        """Workers replaced after dying."""
+        return sum(w.restarts for w in self._workers)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process is not None and w.process.pid]
+
+    async def run(self, inputs: Sequence[Any]) -> list[Any]:
+        return await run_split(self._submit, inputs)
+
+    async def _submit(self, batch: list[Any]) -> list[Any]:
+        worker = await self._idle.get()
+        future = asyncio.get_running_loop().run_in_executor(self._threads, worker.call, batch)
+        # The worker is free again only when its round trip has ended, even if our caller was
+        # cancelled meanwhile: a second batch on the same pipe would read the first one's reply.
+        future.add_done_callback(lambda _: self._idle.put_nowait(worker))
+        return await asyncio.shield(future)
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.ask_to_stop()
+        for worker in self._workers:
+            worker.stop()
+        if hasattr(self, "_threads"):
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _Worker:
+    """One child process and the pipe to it; one batch at a time, from one pool thread."""
+
+    def __init__(self, context: SpawnContext, spec: WorkerSpec, start_timeout: float) -> None:
+        self._context = context
+        self._spec = spec
+        self._start_timeout = start_timeout
+        self.process: SpawnProcess | None = None
+        self._conn: Connection | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(target=serve, args=(self._spec, child), name="amlc-worker",
+                                        daemon=True)
+        process.start()
+        child.close()  # the child holds its own copy; ours would hide its death from recv
+        self.process, self._conn = process, parent
+
+    def wait_ready(self) -> None:
+        kind, payload = self._receive(self._start_timeout)
+        if kind != "ready":
+            raise WorkerStartError(f"worker could not start: {payload}")
+
+    def call(self, batch: list[Any]) -> list[Any]:
+        if self.process is None:  # the previous one died: replace it before this batch
+            self.restarts += 1
+            self.start()
+            try:
+                self.wait_ready()
+            except WorkerStartError as exc:
+                raise BatchFailed(str(exc)) from exc
+        assert self._conn is not None
+        try:
+            self._conn.send(batch)
+        except OSError:
+            raise BatchFailed(self._bury()) from None
+        kind, payload = self._receive(None)
+        if kind == "ok":
+            return payload
+        raise BatchFailed(payload)
+
+    def _receive(self, timeout: float | None) -> tuple[str, Any]:
+        """The child's next message, or ("died", why) if it ended (or timed out) first."""
+        assert self._conn is not None and self.process is not None
+        ready = wait([self._conn, self.process.sentinel], timeout)
+        if self._conn in ready:  # read even if it also died: its last reply may be complete
+            try:
+                return self._conn.recv()
+            except (EOFError, OSError):
+                pass
+        elif not ready:
+            self.process.kill()
+            return "died", f"no answer within {timeout:.0f} s; {self._bury()}"
+        return "died", self._bury()
+
+    def _bury(self) -> str:
+        """Reap the dead child and say how it ended; the next call starts a new one."""
+        assert self.process is not None and self._conn is not None
+        self.process.join(STOP_TIMEOUT)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        code = self.process.exitcode
+        self._conn.close()
+        self.process, self._conn = None, None
+        return f"{DIED} ({_exit_reason(code)})"
+
+    def ask_to_stop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.join(STOP_TIMEOUT)
+        if self.process.is_alive():  # busy with a batch nobody waits for any more
+            self.process.terminate()
+            self.process.join(STOP_TIMEOUT)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        if self._conn is not None:
+            self._conn.close()
+        self.process, self._conn = None, None
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def serve(spec: WorkerSpec, conn: Connection) -> None:
+    """The child: build the engine once, then answer batches until told to stop or orphaned."""
+    # Ctrl-C reaches the whole process group; the daemon decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        handler: Handler = spec.build()
+    except BaseException as exc:  # noqa: BLE001 - reported to the pool, which refuses to start
+        conn.send(("fatal", describe(exc)))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            batch = conn.recv()
+        except EOFError:  # the daemon is gone (kill -9): nobody wants the answers
+            return
+        if batch is None:
+            return
+        _exit_if_asked(batch)
+        try:
+            reply = ("ok", handler(batch))
+        except Exception as exc:  # a bad input or a bug: the pool splits the batch
+            reply = ("error", describe(exc))
+        conn.send(reply)
+
+
+def _exit_if_asked(batch: list[Any]) -> None:
+    """Test-only hook: die at once, as a segfault would, on an input naming $AMLC_TEST_WORKER_EXIT_ON."""
+    marker = os.environ.get(TEST_EXIT_ENV)
+    if marker and any(marker in str(item) for item in batch):
+        os._exit(70)
