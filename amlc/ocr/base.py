@@ -14,6 +14,8 @@ ImageSource = Union[Path, str, bytes]
 MIN_CONFIDENCE = 0.5
 # Text lines recognised per onnxruntime call on a GPU (the libraries' CPU default is 6).
 GPU_REC_BATCH = 32
+# Images whose text lines PaddleOCR recognises together on a GPU.
+GPU_IMAGE_BATCH = 16
 
 
 class OcrError(ValueError):

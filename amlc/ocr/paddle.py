@@ -2,7 +2,10 @@
 
 No `paddlepaddle` and no model hub: the model folders are written by `models.paddle_model_dirs`,
 and PaddleX's check of model sources is switched off before it is imported. On CUDA the same
-ONNX models run on onnxruntime-gpu's CUDA execution provider.
+ONNX models run on onnxruntime-gpu's CUDA execution provider, and the text lines of up to
+GPU_IMAGE_BATCH images are recognised together, GPU_REC_BATCH lines per call. Detection stays
+one image per call: PaddleX stacks a detection batch into one array, which images of different
+shapes cannot be.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import GPU_REC_BATCH, MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
+from .base import GPU_IMAGE_BATCH, GPU_REC_BATCH, MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
 from .models import Device, paddle_model_dirs
 from .preprocess import Prepared, Preprocess, prepare_all, to_original
 
@@ -30,12 +33,18 @@ class PaddleOcrEngine:
         # Must be set before paddlex is imported: it would otherwise probe hosts for models.
         os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
         from paddleocr import PaddleOCR
+        from paddlex.inference import load_pipeline_config
 
         logging.getLogger("paddlex").setLevel(logging.WARNING)  # one INFO line per model load
         dirs = paddle_model_dirs(model_dir)
         self.preprocess = preprocess
         self.device = device
+        config = load_pipeline_config("OCR")
+        # Images per pipeline step: their lines share recognition batches. On a CPU one at a
+        # time is faster (a shared batch pads every line to the widest).
+        config["batch_size"] = GPU_IMAGE_BATCH if device.cuda else 1
         self.ocr = PaddleOCR(
+            paddlex_config=config,
             text_detection_model_name=dirs["det"][0],
             text_detection_model_dir=str(dirs["det"][1]),
             text_recognition_model_name=dirs["rec"][0],
