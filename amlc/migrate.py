@@ -55,16 +55,26 @@ async def applied_versions(conn: aiosqlite.Connection) -> set[int]:
         return {row[0] async for row in cursor}
 
 
+def refuse_newer(versions: set[int], known: list[Migration]) -> None:
+    """Raise SchemaTooNew when the store has a migration this amlc does not know."""
+    newest_known = max((m.version for m in known), default=0)
+    if versions and max(versions) > newest_known:
+        raise SchemaTooNew(
+            f"this store was written by a newer amlc (schema {max(versions)} > {newest_known}): "
+            "upgrade amlc to use it (nothing in it was changed)")
+
+
+async def check_version(conn: aiosqlite.Connection) -> None:
+    """For read-only connections, which cannot migrate: refuse a store from a newer amlc."""
+    async with conn.execute("SELECT version FROM schema_migrations") as cursor:
+        refuse_newer({row[0] async for row in cursor}, known_migrations())
+
+
 async def migrate(conn: aiosqlite.Connection, folder: Path | None = None) -> list[Migration]:
     """Apply every pending migration in order; returns those applied."""
     known = known_migrations(folder)
     done = await applied_versions(conn)
-    newest_known = max((m.version for m in known), default=0)
-    if done and max(done) > newest_known:
-        raise SchemaTooNew(
-            f"the store's schema is version {max(done)}, newer than this amlc knows "
-            f"({newest_known}); upgrade amlc or use a store made by this version"
-        )
+    refuse_newer(done, known)
     applied = []
     for migration in known:
         if migration.version in done:

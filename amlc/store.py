@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import aiosqlite
 
-from .migrate import migrate
+from .migrate import check_version, migrate
 
 
 class StoreError(RuntimeError):
@@ -53,10 +53,13 @@ async def open_reader(path: Path) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
     try:
         await _configure(conn)
-        await conn.execute("SELECT count(*) FROM schema_migrations")
+        await check_version(conn)
     except sqlite3.DatabaseError as exc:
         await conn.close()
         raise StoreError(f"{path} is not a readable amlc store ({exc})") from exc
+    except BaseException:
+        await conn.close()
+        raise
     return conn
 
 
