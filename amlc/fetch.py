@@ -30,9 +30,12 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
+from .localfiles import LocalFileError, local_path, read_local_async
+
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 1 << 16
 STALE_TEMP_SECONDS = 60.0
+DETAIL = re.compile(r"\s*[(:]|\s*b['\"]")  # where a decoder's message starts quoting the file
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
               "TIFF": "tif", "AVIF": "avif"}
 
@@ -51,6 +54,7 @@ class FetchConfig:
     max_pixels: int = 60_000_000   # larger declared dimensions are a decompression bomb
     user_agent: str = "amlc/0.1"
     memo: int = 4096               # recent successful links answered without a download (0: off)
+    local_root: Path | None = None  # the only folder local links are read from (None: none)
 
 
 @dataclass(frozen=True)
@@ -94,16 +98,6 @@ def link_key(link: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
 
 
-def local_path(link: str) -> Path | None:
-    """The file a `file://` link or plain path names; None for http(s) links."""
-    parts = urlsplit(link)
-    if parts.scheme in ("http", "https"):
-        return None
-    if parts.scheme == "file":
-        return Path(unquote(parts.path))
-    return Path(link)
-
-
 def stored_path(image_dir: Path, sha: str, ext: str) -> Path:
     return image_dir / sha[:2] / f"{sha}.{ext}"
 
@@ -137,11 +131,15 @@ def check_image(data: bytes, max_pixels: int, content_type: str = "") -> Checked
     except Image.DecompressionBombError as exc:
         raise FetchFailure(f"decompression bomb: {exc}", False) from exc
     except UnidentifiedImageError as exc:
+        # what the server said and how much, never the bytes: a local file could be a secret
         kind = content_type or "no content-type"
-        raise FetchFailure(f"not an image: {kind}, starts {data[:16]!r}", False) from exc
+        raise FetchFailure(f"not an image: {kind}, {len(data)} bytes", False) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         text = str(exc)
-        reason = "truncated image" if "truncated" in text.lower() else f"corrupt image: {text}"
+        # Pillow's details quote the file's bytes ("chunk b'IE\x80D'", "compression (11468800)"):
+        # keep only the words before them
+        detail = DETAIL.split(text, 1)[0] or type(exc).__name__
+        reason = "truncated image" if "truncated" in text.lower() else f"corrupt image: {detail}"
         raise FetchFailure(reason, False) from exc
     ext = EXTENSIONS.get(fmt, fmt.lower() or "bin")
     return Checked(hashlib.sha256(data).hexdigest(), ext, width, height)
@@ -207,20 +205,6 @@ def _writer_alive(name: str) -> bool:
     except PermissionError:
         return True  # someone else's process
     return True
-
-
-def read_local(path: Path, max_bytes: int) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise FetchFailure(f"too large: {size} > {max_bytes} bytes", False)
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise FetchFailure(f"no such file: {path}", False) from exc
-    except IsADirectoryError as exc:
-        raise FetchFailure(f"is a directory: {path}", False) from exc
-    except PermissionError as exc:
-        raise FetchFailure(f"permission denied: {path}", False) from exc
 
 
 # ---------------------------------------------------------------- retry timing
@@ -322,10 +306,12 @@ class Fetcher:
         return await self._download(link)
 
     async def _copy_local(self, link: str, path: Path) -> Fetched:
+        c = self.config
         try:
-            data = await asyncio.to_thread(read_local, path, self.config.max_bytes)
-            stored, checked = await asyncio.to_thread(
-                check_and_store, self.image_dir, data, self.config.max_pixels, "")
+            data = await read_local_async(path, c.local_root, c.max_bytes, c.read_timeout)
+            stored, checked = await asyncio.to_thread(check_and_store, self.image_dir, data, c.max_pixels, "")
+        except LocalFileError as exc:
+            return _failed(link, FetchFailure(exc.reason, exc.retryable), attempts=1)
         except FetchFailure as failure:
             return _failed(link, failure, attempts=1)
         return _succeeded(link, stored, checked, len(data), attempts=1, status=None)

@@ -1,8 +1,11 @@
 """Ingest the official CSV files (or a labelled validation file) into the store.
 
 Idempotent: samples are unique by (split, index) and images by link, so the same file twice
-changes nothing. Bad rows are reported with their line number, stored in `rejects`, and never
-stop the rest.
+changes nothing but labels: a labelled file ingested again updates the labels that changed and
+counts them. Bad rows (an unknown entity, a stray quote, a field over the csv module's limit, a
+link that is not http(s) without --local-images) are reported with their line number, stored in
+`rejects`, and never stop the rest. A file that is not UTF-8 is refused whole, naming the offset
+of its first bad byte; the whole file is one transaction.
 """
 
 from __future__ import annotations
@@ -12,15 +15,19 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import aiosqlite
 
+from .localfiles import link_problem
 from .store import finish_run, start_run
 from .units import ENTITY_UNITS, AnswerError, UnitNotAllowed, parse_label
 
 REQUIRED = ("image_link", "group_id", "entity_name")
 BATCH = 5000
+MAX_RECORD_LINES = 8  # a quoted field may hold line breaks; one still open after this many is a stray quote
+RAW_LIMIT = 1000      # characters of a rejected row kept in `rejects.raw`
+STRAY_QUOTE = 'stray quote: a field opens with " and no closing quote ends it on this line'
 
 INSERT_IMAGE = "INSERT OR IGNORE INTO images(link) VALUES (?)"
 INSERT_SAMPLE = """
@@ -28,6 +35,15 @@ INSERT OR IGNORE INTO samples(split, idx, image_id, group_id, entity, label, raw
 VALUES (?, ?, (SELECT id FROM images WHERE link = ?), ?, ?, ?, ?, ?)
 """
 INSERT_REJECT = "INSERT OR REPLACE INTO rejects(split, source, line, reason, raw) VALUES (?, ?, ?, ?, ?)"
+# The file's rejects are its latest ingest's: a line fixed since is no longer listed.
+CLEAR_REJECTS = "DELETE FROM rejects WHERE split = ? AND source = ?"
+# A changed label of the same sample (same image and entity); nothing else is ever updated.
+UPDATE_LABEL = """
+UPDATE samples SET label = :label, raw_label = :raw, label_error = :error
+WHERE split = :split AND idx = :idx AND entity = :entity
+  AND image_id = (SELECT id FROM images WHERE link = :link)
+  AND (label IS NOT :label OR raw_label IS NOT :raw OR label_error IS NOT :error)
+"""
 
 
 class IngestError(ValueError):
@@ -59,6 +75,7 @@ class IngestReport:
     rows: int = 0
     inserted: int = 0
     already_present: int = 0
+    labels_changed: int = 0
     rejected: int = 0
     unusable_labels: int = 0
     seconds: float = 0.0
@@ -66,14 +83,6 @@ class IngestReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _check_header(header: list[str] | None, path: Path) -> None:
-    if not header:
-        raise IngestError(f"{path}: empty file, expected a header with {', '.join(REQUIRED)}")
-    missing = [c for c in REQUIRED if c not in header]
-    if missing:
-        raise IngestError(f"{path}: header lacks column(s) {', '.join(missing)}; found {', '.join(header)}")
 
 
 def _label(raw: str | None, entity: str) -> tuple[str | None, str | None]:
@@ -86,11 +95,13 @@ def _label(raw: str | None, entity: str) -> tuple[str | None, str | None]:
         return None, str(exc)
 
 
-def _sample(record: dict[str, str], row_number: int, has_index: bool) -> Sample:
+def _sample(record: dict[str, str], row_number: int, has_index: bool, local_root: Path | None) -> Sample:
     link = (record.get("image_link") or "").strip()
     entity = (record.get("entity_name") or "").strip()
     if not link:
         raise ValueError("empty image_link")
+    if (problem := link_problem(link, local_root)) is not None:
+        raise ValueError(problem)
     if entity not in ENTITY_UNITS:
         raise ValueError(f"unknown entity {entity!r}")
     idx = row_number
@@ -108,28 +119,110 @@ def _sample(record: dict[str, str], row_number: int, has_index: bool) -> Sample:
     return Sample(idx, link, group, entity, label, raw_label, label_error)
 
 
-def read_rows(path: Path) -> Iterator[Sample | Reject]:
+def read_rows(path: Path, local_root: Path | None = None) -> Iterator[Sample | Reject]:
     """Samples and rejects in file order. Train files have no index: the data row number
-    (0 for the first row after the header) stands in for it."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        _check_header(header, path)
-        assert header is not None
+    (0 for the first row after the header) stands in for it. Links that are not http(s) must
+    name regular files inside `local_root`."""
+    with path.open("rb") as handle:
+        lines = enumerate(_decoded(handle, path), 1)
+        header = _header(next(lines, None), path)
         has_index, seen = "index" in header, {}
-        line = reader.line_num
-        for row_number, fields in enumerate(reader):
-            start, line = line + 1, reader.line_num
-            yield _parse_row(header, fields, start, row_number, has_index, seen)
+        for row_number, (line, fields, raw) in enumerate(_records(lines, len(header))):
+            if isinstance(fields, str):
+                yield Reject(line, fields, raw)
+            else:
+                yield _parse_row(header, fields, line, raw, row_number, has_index, seen, local_root)
 
 
-def _parse_row(header: list[str], fields: list[str], line: int, row_number: int,
-               has_index: bool, seen: dict[int, int]) -> Sample | Reject:
-    raw = ",".join(fields)
+def _decoded(handle: BinaryIO, path: Path) -> Iterator[str]:
+    """The file's lines as text; the first byte that is not UTF-8 stops the file, named by offset."""
+    offset = 0
+    for number, raw in enumerate(handle, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise IngestError(
+                f"{path} is not UTF-8 text: byte offset {offset + exc.start} (line {number}) holds "
+                f"0x{raw[exc.start]:02x}; save the file as UTF-8 and ingest it again "
+                "(nothing from it was stored)") from None
+        yield text.removeprefix("\ufeff") if number == 1 else text
+        offset += len(raw)
+
+
+def _header(first: tuple[int, str] | None, path: Path) -> list[str]:
+    header = next(csv.reader([first[1]]), None) if first else None
+    if not header:
+        raise IngestError(f"{path}: empty file, expected a header with {', '.join(REQUIRED)}")
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise IngestError(f"{path}: header lacks column(s) {', '.join(missing)}; found {', '.join(header)}")
+    return header
+
+
+class _Lines:
+    """The file's lines as the csv reader pulls them, remembering those of the current record
+    so that a bad record can give back all but its first line, to be read again."""
+
+    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+        self.lines = lines
+        self.again: list[tuple[int, str]] = []   # lines to read again, the next one last
+        self.record: list[tuple[int, str]] = []  # the current record's lines
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if len(self.record) == MAX_RECORD_LINES:
+            raise StopIteration  # the reader sees the data end inside the open quote
+        item = self.again.pop() if self.again else next(self.lines)
+        self.record.append(item)
+        return item[1]
+
+    def give_back(self) -> None:
+        self.again.extend(reversed(self.record[1:]))
+        del self.record[1:]
+
+
+def _records(lines: Iterator[tuple[int, str]], width: int) -> Iterator[tuple[int, list[str] | str, str]]:
+    """(first line, fields or why the record cannot be read, raw text) per CSV record.
+
+    A quoted field may span lines. A quote that stays open (or whose record, read across lines,
+    comes out the wrong width) costs only its own line: the lines after it are read again, so
+    one stray quote never swallows the rows that follow."""
+    source = _Lines(lines)
+    reader = csv.reader(source, strict=True)  # after an error it starts afresh on the next line
+    while True:
+        source.record = []
+        try:
+            fields, why = next(reader), None
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            fields, why = [], _reason(str(exc))
+        if len(source.record) > 1 and (why is not None or len(fields) != width):
+            source.give_back()  # the quote opened on the first line is the fault, whatever broke later
+            why = STRAY_QUOTE
+        raw = "".join(text for _, text in source.record).rstrip("\r\n")
+        yield source.record[0][0], fields if why is None else why, raw
+
+
+def _reason(error: str) -> str:
+    """Why the csv module (strict) could not read a record, in a user's words."""
+    if error == "unexpected end of data":
+        return STRAY_QUOTE
+    if "field larger than field limit" in error:
+        return f"a field is longer than {csv.field_size_limit()} characters (the csv module's limit)"
+    if "expected after" in error:
+        return 'stray quote: text follows the closing " of a quoted field'
+    return f"unreadable CSV: {error}"
+
+
+def _parse_row(header: list[str], fields: list[str], line: int, raw: str, row_number: int,
+               has_index: bool, seen: dict[int, int], local_root: Path | None) -> Sample | Reject:
     if len(fields) != len(header):
         return Reject(line, f"expected {len(header)} fields, got {len(fields)}", raw)
     try:
-        sample = _sample(dict(zip(header, fields)), row_number, has_index)
+        sample = _sample(dict(zip(header, fields)), row_number, has_index, local_root)
     except ValueError as exc:
         return Reject(line, str(exc), raw)
     if sample.idx in seen:
@@ -139,25 +232,48 @@ def _parse_row(header: list[str], fields: list[str], line: int, row_number: int,
 
 
 async def _write_batch(conn: aiosqlite.Connection, split: str, source: str,
-                       samples: list[Sample], rejects: list[Reject]) -> int:
+                       samples: list[Sample], rejects: list[Reject]) -> tuple[int, int]:
+    """Write one batch; returns (samples inserted, labels changed)."""
     await conn.executemany(INSERT_IMAGE, [(s.link,) for s in samples])
     before = conn.total_changes
+    # Labels first, so only samples stored before count as changed; a file without an
+    # entity_value column (raw_label None) leaves labels alone.
+    await conn.executemany(UPDATE_LABEL, [
+        {"label": s.label, "raw": s.raw_label, "error": s.label_error, "split": split,
+         "idx": s.idx, "entity": s.entity, "link": s.link} for s in samples if s.raw_label is not None])
+    changed = conn.total_changes - before
     await conn.executemany(INSERT_SAMPLE, [
         (split, s.idx, s.link, s.group_id, s.entity, s.label, s.raw_label, s.label_error)
         for s in samples])
-    inserted = conn.total_changes - before
-    await conn.executemany(INSERT_REJECT, [(split, source, r.line, r.reason, r.raw) for r in rejects])
-    return inserted
+    inserted = conn.total_changes - before - changed
+    await conn.executemany(INSERT_REJECT, [(split, source, r.line, r.reason, r.raw[:RAW_LIMIT])
+                                           for r in rejects])
+    return inserted, changed
 
 
-async def ingest(conn: aiosqlite.Connection, path: Path, split: str) -> IngestReport:
-    """Ingest one CSV into `split`; the whole file is one transaction."""
+async def ingest(conn: aiosqlite.Connection, path: Path, split: str,
+                 local_root: Path | None = None) -> IngestReport:
+    """Ingest one CSV into `split` as one transaction; links that are not http(s) are accepted
+    only as regular files inside `local_root`. On an error nothing of the file is kept."""
+    config = {"file": str(path), "split": split, "local_images": local_root and str(local_root)}
+    run_id = await start_run(conn, "ingest", json.dumps(config))
+    try:
+        report = await _ingest(conn, path, split, local_root)
+    except BaseException as exc:
+        await conn.rollback()
+        await finish_run(conn, run_id, json.dumps({"error": str(exc)}), status="failed")
+        raise
+    await finish_run(conn, run_id, json.dumps(report.as_dict()))
+    return report
+
+
+async def _ingest(conn: aiosqlite.Connection, path: Path, split: str, local_root: Path | None) -> IngestReport:
     report = IngestReport(str(path), split)
     started = time.perf_counter()
-    run_id = await start_run(conn, "ingest", json.dumps({"file": str(path), "split": split}))
+    await conn.execute(CLEAR_REJECTS, (split, path.name))
     samples: list[Sample] = []
     rejects: list[Reject] = []
-    for item in read_rows(path):
+    for item in read_rows(path, local_root):
         report.rows += 1
         if isinstance(item, Reject):
             rejects.append(item)
@@ -166,14 +282,18 @@ async def ingest(conn: aiosqlite.Connection, path: Path, split: str) -> IngestRe
             samples.append(item)
             report.unusable_labels += item.label_error is not None
         if len(samples) + len(rejects) >= BATCH:
-            report.inserted += await _write_batch(conn, split, path.name, samples, rejects)
+            _add(report, await _write_batch(conn, split, path.name, samples, rejects))
             samples, rejects = [], []
-    report.inserted += await _write_batch(conn, split, path.name, samples, rejects)
+    _add(report, await _write_batch(conn, split, path.name, samples, rejects))
     await conn.commit()
     report.already_present = report.rows - report.rejected - report.inserted
     report.seconds = time.perf_counter() - started
-    await finish_run(conn, run_id, json.dumps(report.as_dict()))
     return report
+
+
+def _add(report: IngestReport, written: tuple[int, int]) -> None:
+    report.inserted += written[0]
+    report.labels_changed += written[1]
 
 
 def _note_reject(report: IngestReport, reject: Reject) -> None:

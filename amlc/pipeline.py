@@ -55,7 +55,8 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
     if "fetch" in config.stages:
         from .fetch import FetchConfig, Fetcher
         fetch_config = FetchConfig(concurrency=config.fetch_workers, per_host=config.per_host,
-                                   read_timeout=config.fetch_timeout, **config.fetch_options)
+                                   read_timeout=config.fetch_timeout, local_root=config.local_images,
+                                   **config.fetch_options)
         fetcher = await stack.enter_async_context(Fetcher(workdir.images, fetch_config))
         stages.append(FetchStage(fetcher, config.fetch_workers, policy, config.local_images))
     if "ocr" in config.stages:

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import aiosqlite
 
 from .jobs import Claimed, RetryPolicy, done_statement, failure_statement
+from .localfiles import is_local_copy
 from .ocr.base import OcrResult
 from .store import fetch_all
 from .writer import Statement
@@ -66,10 +67,11 @@ class FetchStage:
         self.local_dir = local_dir  # images downloaded earlier, named as in their links
 
     def source(self, link: str) -> str:
-        """The local copy of a link's image when the user has one, else the link itself."""
+        """The local copy of a link's image when the user has one (a regular file named as in
+        the link, inside --local-images once symlinks are resolved), else the link itself."""
         if self.local_dir is not None:
             local = self.local_dir / unquote(urlsplit(link).path).rsplit("/", 1)[-1]
-            if local.is_file():
+            if is_local_copy(local, self.local_dir):
                 return str(local)
         return link
 

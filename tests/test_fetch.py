@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from amlc.fetch import FetchConfig, Fetched, Fetcher, link_key, parse_retry_after
-from http_server import DEFAULT_ROOT, Fault, ImageServer
+from http_server import DEFAULT_ROOT, Fault, ImageServer, rendered
 
 # short timeouts and backoffs keep the whole file fast
 FAST = FetchConfig(connect_timeout=2, read_timeout=1.0, retries=2, backoff_base=0.01, backoff_max=2,
@@ -208,26 +208,6 @@ def test_repeated_link_in_one_session_is_answered_from_memory(image_server: Imag
     assert image_server.hits[path] == 1
 
 
-def test_local_files_by_uri_and_path(tmp_path: Path) -> None:
-    src = REAL[9]
-    sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    by_uri, by_path, missing = fetch_many(tmp_path / "store", [src.as_uri(), str(src), "/nonexistent/x.jpg"])
-    assert by_uri.error is None and by_path.error is None
-    assert by_uri.path == by_path.path == tmp_path / "store" / sha[:2] / f"{sha}.jpg"
-    assert (by_uri.sha256, by_uri.size, by_uri.attempts, by_uri.status) == (sha, src.stat().st_size, 1, None)
-    assert missing.error == "no such file: /nonexistent/x.jpg" and not missing.retryable
-
-
-def test_local_file_gets_the_same_checks(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(REAL[0].read_bytes()[:1500])
-    text = tmp_path / "page.jpg"
-    text.write_text("<html></html>")
-    got_broken, got_text = fetch_many(tmp_path / "store", [broken.as_uri(), str(text)])
-    assert got_broken.error == "truncated image"
-    assert got_text.error is not None and got_text.error.startswith("not an image")
-
-
 def test_faults_do_not_disturb_the_rest_of_a_batch(image_server: ImageServer, tmp_path: Path) -> None:
     faults = ["404", "500x1", "stall", "truncate", "cut", "html", "huge", "reset"]
     good = [image_server.url(f"/images/I/{f.name}") for f in REAL[10:40]]
@@ -283,7 +263,7 @@ def test_unwritable_store_is_a_retryable_failure(tmp_path: Path) -> None:
     src = REAL[0]
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     (tmp_path / sha[:2]).write_text("a file where the folder should be")
-    got = fetch_one(tmp_path, src.as_uri())
+    got = fetch_one(tmp_path, src.as_uri(), replace(FAST, local_root=src.parent))
     assert got.error is not None and got.error.startswith("cannot write image") and got.retryable
 
 
@@ -304,3 +284,26 @@ def test_waiter_takes_over_when_the_first_caller_is_cancelled(image_server: Imag
     got = asyncio.run(go())
     assert got.error is None and got.path is not None
     assert image_server.hits[path] == 2  # the cancelled download, then the waiter's own
+
+
+def jpeg_with_thumbnail(main: bytes, thumbnail: bytes) -> bytes:
+    """`main` carrying a whole JPEG (end marker included) in an APP1 segment, as a camera's EXIF
+    thumbnail sits before the main image's scan."""
+    payload = b"Exif\0\0" + thumbnail
+    return main[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + main[2:]
+
+
+def test_a_body_cut_short_is_refused_in_every_format(image_server: ImageServer, tmp_path: Path) -> None:
+    thumbnail = min((p.read_bytes() for p in REAL), key=len)
+    whole = jpeg_with_thumbnail(REAL[5].read_bytes(), thumbnail)
+    png, webp = rendered(320, 200, "png"), rendered(320, 200, "webp")
+    bodies = {"whole.jpg": whole,
+              "trailing-bytes.jpg": whole + b"\0" * 64,  # after the end marker: harmless
+              "cut.jpg": whole[: len(whole) * 3 // 4],   # the thumbnail's end marker is still there
+              "cut.png": png[:-20], "cut.webp": webp[: len(webp) * 3 // 4]}
+    for name, body in bodies.items():
+        image_server.add_bytes(f"/cut/{name}", body, "image/jpeg")
+    got = fetch_many(tmp_path, [image_server.url(f"/cut/{name}") for name in bodies])
+    assert {name: g.error for name, g in zip(bodies, got)} == {
+        "whole.jpg": None, "trailing-bytes.jpg": None, "cut.jpg": "truncated image",
+        "cut.png": "truncated image", "cut.webp": "corrupt image: could not create decoder object"}

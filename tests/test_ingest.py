@@ -1,8 +1,13 @@
+import csv
+import re
+import sqlite3
+
 import pytest
 
 from store_helpers import DATA, amlc, amlc_json, query, write_csv
 
 TEST_ROWS, TEST_IMAGES = 131_187, 90_666
+REQUIRED_HEADER = ["index", "image_link", "group_id", "entity_name"]
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +40,12 @@ def test_reingest_changes_nothing(test_store):
 
 
 def test_train_file_without_index_gets_row_numbers(tmp_path):
-    report = amlc_json(tmp_path, "ingest", str(DATA / "train_partial.csv"), "--split", "train")
-    assert report["rows"] == 195_108 and report["rejected"] == 0
+    report = amlc_json(tmp_path, "ingest", str(DATA / "train.csv"), "--split", "train")
+    assert report["rows"] == 261_764 and report["rejected"] == 0
     store = tmp_path / "amlc.db"
     first = query(store, "SELECT idx, entity, label, raw_label FROM samples WHERE split = 'train' "
                          "ORDER BY idx LIMIT 1")
-    assert first == [(0, "item_weight", "500 gram", "500.0 gram")]
+    assert first == [(0, "item_weight", "0.8 kilogram", "0.8 kilogram")]
     ranges = query(store, "SELECT count(*) FROM samples WHERE raw_label LIKE '[%' AND label IS NOT NULL")
     assert ranges[0][0] > 1500
     # labels outside the allowed units keep their sample, unlabelled, with the reason
@@ -85,3 +90,96 @@ def test_missing_columns_fail_the_file_clearly(tmp_path):
     path = write_csv(tmp_path / "bad.csv", ["index", "image_link"], [[0, "x"]])
     result = amlc(tmp_path, "ingest", str(path), "--split", "x", ok=False)
     assert result.exit_code == 1 and "lacks column(s) group_id, entity_name" in result.output
+
+
+LABELLED = ["index", "image_link", "group_id", "entity_name", "entity_value"]
+LINK = "https://m.media-amazon.com/images/I/{}.jpg"
+
+
+def test_a_stray_quote_or_an_oversized_field_costs_only_its_line(tmp_path):
+    big = "9" * (csv.field_size_limit() + 1)
+    path = tmp_path / "quotes.csv"
+    path.write_text(
+        ",".join(LABELLED) + "\n"
+        f"0,{LINK.format('a')},1,width,10 centimetre\n"        # line 2 good
+        f'1,"{LINK.format("b")},1,width,5 centimetre\n'        # line 3 a quote that never closes
+        f"2,{LINK.format('c')},1,height,3 inch\n"              # line 4 good (was swallowed)
+        f'3,{LINK.format("d")},1,"depth"x,3 inch\n'            # line 5 text after a closing quote
+        f"4,{LINK.format('e')},1,width,{big}\n"                # line 6 over the csv field limit
+        f'5,{LINK.format("f")},1,width,"7 centimetre"\n'       # line 7 good, quoted
+        f'6,{LINK.format("g")},1,height,"3.5\ninch"\n'         # lines 8-9 good, a quoted line break
+        f"7,{LINK.format('h')},1,width,2 inch\n"               # line 10 good
+    )
+    with path.open(newline="") as handle:  # what the csv module alone makes of it
+        with pytest.raises(csv.Error):
+            list(csv.reader(handle, strict=True))
+    report = amlc_json(tmp_path, "ingest", str(path), "--split", "val")
+    assert report["rows"] == 8 and report["inserted"] == 5 and report["rejected"] == 3
+    store = tmp_path / "amlc.db"
+    reasons = dict(query(store, "SELECT line, reason FROM rejects ORDER BY line"))
+    assert reasons == {
+        3: 'stray quote: a field opens with " and no closing quote ends it on this line',
+        5: 'stray quote: text follows the closing " of a quoted field',
+        6: f"a field is longer than {csv.field_size_limit()} characters (the csv module's limit)"}
+    assert query(store, "SELECT idx, label FROM samples ORDER BY idx") == [
+        (0, "10 centimetre"), (2, "3 inch"), (5, "7 centimetre"), (6, "3.5 inch"), (7, "2 inch")]
+    raw = query(store, "SELECT length(raw) FROM rejects WHERE line = 6")[0][0]
+    assert raw == 1000  # a huge row is kept in part, for reading, not whole
+
+
+def test_a_file_that_is_not_utf8_names_the_file_and_the_offset(tmp_path):
+    head = (",".join(REQUIRED_HEADER) + "\n" + f"0,{LINK.format('a')},1,width\n").encode()
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(head + f"1,{LINK.format('b')},1,width\n".encode() + b"2,caf\xe9,1,width\n")
+    result = amlc(tmp_path, "ingest", str(path), "--split", "t", ok=False)
+    offset = len(head) + len(f"1,{LINK.format('b')},1,width\n") + len("2,caf")
+    assert result.exit_code == 1
+    assert f"{path} is not UTF-8 text: byte offset {offset} (line 4) holds 0xe9" in result.output
+    store = tmp_path / "amlc.db"
+    assert query(store, "SELECT count(*) FROM samples") == [(0,)]  # nothing of the file is kept
+    assert query(store, "SELECT status FROM runs WHERE kind = 'ingest'") == [("failed",)]
+
+
+def test_ingesting_changed_labels_updates_them_and_says_how_many(tmp_path):
+    rows = [[0, LINK.format("a"), 1, "width", "10 centimetre"],
+            [1, LINK.format("b"), 1, "height", "5 inch"],
+            [2, LINK.format("c"), 1, "item_weight", "200 gram"],
+            [3, LINK.format("d"), 1, "voltage", "x volt"]]  # line 5: malformed
+    path = write_csv(tmp_path / "val.csv", LABELLED, rows)
+    first = amlc_json(tmp_path, "ingest", str(path), "--split", "val")
+    assert first["inserted"] == 3 and first["rejected"] == 1 and first["labels_changed"] == 0
+    store = tmp_path / "amlc.db"
+    samples = "SELECT id, idx, image_id, group_id, entity FROM samples ORDER BY idx"
+    before, jobs = query(store, samples), query(store, "SELECT * FROM jobs ORDER BY item_id")
+    assert amlc_json(tmp_path, "ingest", str(path), "--split", "val")["labels_changed"] == 0
+
+    rows[0][4] = "12 centimetre"               # changed
+    rows[1][4] = ""                            # now an empty truth
+    rows[2][1] = LINK.format("other")          # another image under the same index: not this sample
+    rows[2][4] = "300 gram"
+    rows[3][4] = "12 volt"                     # the rejected line, fixed
+    write_csv(path, LABELLED, rows)
+    text = amlc(tmp_path, "ingest", str(path), "--split", "val").output
+    assert "1 new, 3 already present, 2 label(s) changed and updated, 0 rejected" in text
+    assert query(store, "SELECT idx, label, raw_label FROM samples ORDER BY idx") == [
+        (0, "12 centimetre", "12 centimetre"), (1, None, ""), (2, "200 gram", "200 gram"),
+        (3, "12 volt", "12 volt")]
+    assert query(store, samples)[:3] == before  # nothing but labels changed
+    assert query(store, "SELECT * FROM jobs ORDER BY item_id")[:3] == jobs
+    assert query(store, "SELECT count(*) FROM rejects") == [(0,)]  # the fixed line is no longer listed
+    # a file without labels never touches them
+    write_csv(path, REQUIRED_HEADER, [[r[0], r[1], r[2], r[3]] for r in rows])
+    assert amlc_json(tmp_path, "ingest", str(path), "--split", "val")["labels_changed"] == 0
+    assert query(store, "SELECT label FROM samples WHERE idx = 0") == [("12 centimetre",)]
+
+
+def test_every_command_on_a_store_from_a_newer_amlc_says_upgrade(tmp_path):
+    amlc(tmp_path, "ingest", str(DATA / "sample_test.csv"), "--split", "s")
+    with sqlite3.connect(tmp_path / "amlc.db") as con:
+        con.execute("INSERT INTO schema_migrations VALUES (9999, 'future', 0)")
+    for command in (["status"], ["sql", "SELECT 1"], ["export", str(tmp_path / "o.csv"), "--split", "s"],
+                    ["ingest", str(DATA / "sample_test.csv"), "--split", "s"]):
+        result = amlc(tmp_path, *command, ok=False)
+        assert result.exit_code == 1, command
+        assert re.search(r"this store was written by a newer amlc \(schema 9999 > \d+\): upgrade amlc",
+                         result.output), (command, result.output)

@@ -25,34 +25,47 @@ source_option = click.option(
 @click.command("ingest")
 @click.argument("csv_file", type=existing_file)
 @click.option("--split", required=True, help="Name of the split these rows belong to: test, train, val...")
+@click.option("--local-images", "local_root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, metavar="DIR",
+              help="Also accept links that are local files (file:///... or a path; a relative path is "
+                   "taken from DIR), but only regular files inside DIR once symlinks and '..' are "
+                   "resolved. Without it every link must be http(s); others are rejected by line. "
+                   "Give `amlc run` the same --local-images DIR so it reads them.")
 @json_option
 @click.pass_context
-def ingest_command(ctx: click.Context, csv_file: Path, split: str, as_json: bool) -> None:
+def ingest_command(ctx: click.Context, csv_file: Path, split: str, local_root: Path | None,
+                   as_json: bool) -> None:
     """Load an official CSV (test.csv, train.csv, or a labelled file with index and
     entity_value) into the store under SPLIT.
 
-    Re-ingesting a file changes nothing. Bad rows are reported with their line number,
-    stored in the `rejects` table and never stop the rest. train.csv has no index column:
-    the data row number (0 for the first row) stands in for it.
+    Re-ingesting a file adds nothing twice; a labelled file ingested again updates the labels
+    that changed and says how many. Bad rows (unknown entity, stray quote, a field over the
+    csv module's limit, a link that is not http(s)) are reported with their line number,
+    stored in the `rejects` table and never stop the rest. A file that is not UTF-8 is refused
+    whole, naming the byte offset of its first bad byte. train.csv has no index column: the
+    data row number (0 for the first row) stands in for it.
 
     \b
-    Example:
+    Examples:
       amlc ingest ../shared/data/test.csv --split test
+      amlc ingest mine.csv --split val --local-images ~/photos   # file:// links into ~/photos
     """
     try:
         report = run_async(lambda: using_store(workdir(ctx).store,
-                                               lambda conn: ingest(conn, csv_file, split), write=True))
-    except (IngestError, UnicodeDecodeError) as exc:
+                                               lambda conn: ingest(conn, csv_file, split, local_root),
+                                               write=True))
+    except IngestError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         print_json(report.as_dict())
         return
-    console.print(f"{csv_file.name} -> split {split!r}: {report.rows} rows, {report.inserted} new, "
-                  f"{report.already_present} already present, {report.rejected} rejected, "
-                  f"{report.unusable_labels} with a label outside the allowed units "
-                  f"({report.seconds:.1f} s, {report.rows / max(report.seconds, 1e-9):,.0f} rows/s)")
+    click.echo(f"{csv_file.name} -> split {split!r}: {report.rows} rows, {report.inserted} new, "
+               f"{report.already_present} already present, {report.labels_changed} label(s) changed "
+               f"and updated, {report.rejected} rejected, "
+               f"{report.unusable_labels} with a label outside the allowed units "
+               f"({report.seconds:.1f} s, {report.rows / max(report.seconds, 1e-9):,.0f} rows/s)")
     for line in report.first_rejects:
-        console.print(f"  rejected {line}", markup=False)
+        click.echo(f"  rejected {line}")
 
 
 @click.command("export")

@@ -37,8 +37,9 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
               help="Concurrent downloads per host (the image CDN is one host: raise both to go faster).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds of silence before a download is retried.")
 @click.option("--local-images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder of images already downloaded, named as in their links (<id>.jpg): "
-                   "used instead of downloading where present.")
+              help="Folder of images already on disk: used instead of downloading where a regular "
+                   "file there is named as in the link (<id>.jpg), and the only folder that "
+                   "file:// links and paths (see `amlc ingest --local-images`) are read from.")
 @click.option("--fetch-retries", default=4, show_default=True,
               help="Quick retries inside one download attempt (transient HTTP errors, timeouts).")
 @click.option("--ocr-engine", type=click.Choice(["rapidocr", "paddleocr"]), default="rapidocr", show_default=True,
