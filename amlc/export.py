@@ -1,14 +1,19 @@
 """Export a split's best answers so far as a submission, checked before it is written.
 
-Works while `amlc run` writes to the same store: it reads through a WAL snapshot.
+The answers come from one source: the one with the best F1 in the newest `amlc eval` that
+scored each source (the rules unless a model beat them), or the one the user names. Where a
+model is used, its blank never replaces a rules answer unless asked. Works while `amlc run`
+writes to the same store: it reads through a WAL snapshot.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,18 +23,35 @@ import aiosqlite
 from .store import fetch_all
 from .units import prediction_error
 
+RULES = "rules"
+
 # The best answer per sample: the first source in the caller's preference list, else any
-# model's newest answer, else the rules' answer.
+# model's newest answer, else the rules' answer; with :skip_blanks, any answer before a blank.
 BEST_SQL = """
 SELECT s.id, s.idx, s.entity, s.label,
-       s.raw_label IS NOT NULL AND s.label_error IS NULL AS has_truth,
-       (SELECT p.prediction FROM predictions p
-        WHERE p.sample_id = s.id AND (:only = 0 OR instr(:sources, '|' || p.source || '|') > 0)
-        ORDER BY instr(:sources, '|' || p.source || '|') = 0,
-                 instr(:sources, '|' || p.source || '|'),
-                 p.source = 'rules', p.created_at DESC
-        LIMIT 1) AS prediction
-FROM samples s WHERE s.split = :split ORDER BY s.idx
+       s.raw_label IS NOT NULL AND s.label_error IS NULL AS has_truth, p.prediction, p.source
+FROM samples s
+LEFT JOIN predictions p ON p.rowid = (
+    SELECT q.rowid FROM predictions q
+    WHERE q.sample_id = s.id AND (:only = 0 OR instr(:sources, '|' || q.source || '|') > 0)
+    ORDER BY :skip_blanks AND q.prediction = '',
+             instr(:sources, '|' || q.source || '|') = 0,
+             instr(:sources, '|' || q.source || '|'),
+             q.source = 'rules', q.created_at DESC
+    LIMIT 1)
+WHERE s.split = :split ORDER BY s.idx
+"""
+
+SOURCES_SQL = """
+SELECT DISTINCT p.source FROM predictions p JOIN samples s ON s.id = p.sample_id
+WHERE s.split = ? ORDER BY p.source
+"""
+
+# The newest evaluation that scored every source alone (recorded by `amlc eval`).
+SCORES_SQL = """
+SELECT id, json_extract(config, '$.split') AS split, json_extract(metrics, '$.by_source') AS scores
+FROM runs WHERE kind = 'eval' AND status = 'done' AND json_extract(metrics, '$.by_source') IS NOT NULL
+ORDER BY id DESC LIMIT 1
 """
 
 
@@ -45,18 +67,65 @@ class Answered:
     label: str | None
     has_truth: bool  # labelled with a usable label ('' truth included)
     prediction: str  # '' where no source answered
+    source: str | None = None  # whose answer it is; None where no source answered
 
 
-async def best_answers(conn: aiosqlite.Connection, split: str,
-                       sources: Sequence[str] = (), only: bool = False) -> list[Answered]:
+@dataclass(frozen=True)
+class Choice:
+    source: str  # whose answers the export uses
+    why: str     # in words, for the user
+
+
+async def best_answers(conn: aiosqlite.Connection, split: str, sources: Sequence[str] = (),
+                       only: bool = False, skip_blanks: bool = False) -> list[Answered]:
     """Each sample of the split in index order with its preferred prediction.
 
-    `sources` orders the preferred prediction sources; with `only`, other sources are ignored.
+    `sources` orders the preferred prediction sources; with `only`, other sources are ignored;
+    with `skip_blanks`, a blank gives way to the next source's answer.
     """
-    params = {"split": split, "sources": "|" + "|".join(sources) + "|", "only": int(only)}
+    params = {"split": split, "sources": "|" + "|".join(sources) + "|", "only": int(only),
+              "skip_blanks": int(skip_blanks)}
     rows = await fetch_all(conn, BEST_SQL, params)
     return [Answered(r["id"], r["idx"], r["entity"], r["label"], bool(r["has_truth"]),
-                     r["prediction"] or "") for r in rows]
+                     r["prediction"] or "", r["source"]) for r in rows]
+
+
+async def split_sources(conn: aiosqlite.Connection, split: str) -> list[str]:
+    """The sources (rules, models) with predictions for the split."""
+    return [r["source"] for r in await fetch_all(conn, SOURCES_SQL, (split,))]
+
+
+async def choose_source(conn: aiosqlite.Connection, split: str) -> Choice:
+    """The source with the best recorded F1 among those that answered `split`: the rules
+    unless a model beat them."""
+    recorded = await fetch_all(conn, SCORES_SQL)
+    if not recorded:
+        return Choice(RULES, "no F1 per source is recorded yet (`amlc eval --split <labelled split>` "
+                             "records one): the rules by default")
+    run, f1 = recorded[0], {s: v["f1"] for s, v in json.loads(recorded[0]["scores"]).items()}
+    answered = set(await split_sources(conn, split))
+    where = f"on split {run['split']!r} (amlc eval, run {run['id']})"
+    rules = f1.get(RULES, 0.0)
+    models = sorted((v, s) for s, v in f1.items() if s != RULES and s in answered)
+    if models and models[-1][0] > rules:
+        return Choice(models[-1][1], f"F1 {models[-1][0]:.4f} beat the rules' {rules:.4f} {where}")
+    others = f", best model {models[-1][1]} {models[-1][0]:.4f}" if models else ", no model answered it"
+    return Choice(RULES, f"the rules' F1 {rules:.4f} {where}{others}")
+
+
+async def export_answers(conn: aiosqlite.Connection, split: str, source: str,
+                         keep_model_blanks: bool = False) -> list[Answered]:
+    """`source`'s answers; where a model has no answer or (unless `keep_model_blanks`) a blank
+    one, the rules' answer."""
+    sources = (source,) if source == RULES else (source, RULES)
+    return await best_answers(conn, split, sources, only=True, skip_blanks=not keep_model_blanks)
+
+
+def provenance(answers: Sequence[Answered]) -> str:
+    """How many answers each source gave, and how many stayed blank, in words."""
+    counts = Counter(a.source for a in answers if a.prediction)
+    parts = [f"{n} from {source}" for source, n in counts.most_common()]
+    return ", ".join([*parts, f"{sum(not a.prediction for a in answers)} blank"])
 
 
 def render_submission(answers: Sequence[Answered]) -> str:

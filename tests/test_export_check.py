@@ -1,8 +1,11 @@
+import json
+
 import pytest
 
-from store_helpers import DATA, add_predictions, amlc, amlc_json, write_csv
+from store_helpers import DATA, add_predictions, amlc, amlc_json, query, write_csv
 
 SAMPLE = DATA / "sample_test.csv"
+VAL_HEADER = ["index", "image_link", "group_id", "entity_name", "entity_value"]
 
 
 @pytest.fixture
@@ -22,18 +25,73 @@ def test_all_blank_export_of_the_full_test_passes_our_checker(tmp_path):
     assert result["ok"] and result["rows"] == 131_187
 
 
-def test_export_prefers_models_then_rules_and_keeps_index_order(sample_store):
-    add_predictions(sample_store / "amlc.db", "sample", {0: "21.9 foot", 1: "10 foot", 5: ""})
-    add_predictions(sample_store / "amlc.db", "sample", {1: "12 inch"}, source="smollm2-lora")
-    out = sample_store / "out.csv"
-    amlc(sample_store, "export", str(out), "--split", "sample")
+MODEL = "smollm2-lora"
+VAL_LINK = "https://m.media-amazon.com/images/I/{}.jpg"
+VAL_ROWS = [[0, VAL_LINK.format("a"), 1, "width", "10.0 centimetre"],
+            [1, VAL_LINK.format("b"), 1, "height", "5 inch"],
+            [2, VAL_LINK.format("c"), 1, "item_weight", "200 gram"],
+            [3, VAL_LINK.format("d"), 1, "voltage", "12 volt"]]
+
+
+def export_rows(workdir, *args):
+    """Export the sample split; returns (the printed text, {index: prediction})."""
+    out = workdir / "out.csv"
+    text = amlc(workdir, "export", str(out), "--split", "sample", *args).output
+    assert amlc_json(workdir, "check", str(out), "--against", str(SAMPLE))["ok"]
     rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
     assert [int(i) for i, _ in rows] == sorted(int(i) for i, _ in rows)
-    answers = dict(rows)
-    assert answers["0"] == "21.9 foot" and answers["1"] == "12 inch" and answers["5"] == ""
-    amlc(sample_store, "export", str(out), "--split", "sample", "--source", "rules")
-    assert dict(line.split(",") for line in out.read_text().splitlines()[1:])["1"] == "10 foot"
-    assert amlc_json(sample_store, "check", str(out), "--against", str(SAMPLE))["ok"]
+    return text, dict(rows)
+
+
+@pytest.fixture
+def scored_store(sample_store):
+    """The sample split answered by the rules and a model, and a labelled val split scored
+    by `amlc eval`, where the model gets 3 of 4 right and the rules 2."""
+    store = sample_store / "amlc.db"
+    amlc(sample_store, "ingest", str(write_csv(sample_store / "val.csv", VAL_HEADER, VAL_ROWS)), "--split", "val")
+    add_predictions(store, "val", {0: "10 centimetre", 1: "5 inch", 2: "1 gram", 3: "1 volt"})
+    add_predictions(store, "val", {0: "10 centimetre", 1: "5 inch", 2: "200 gram", 3: ""}, source=MODEL)
+    add_predictions(store, "sample", {0: "10 foot", 1: "12 inch", 2: "5 pound"})
+    add_predictions(store, "sample", {0: "21.9 foot", 1: ""}, source=MODEL)  # no answer for 2
+    return sample_store
+
+
+def test_export_uses_the_rules_until_an_eval_shows_a_model_beat_them(scored_store):
+    text, answers = export_rows(scored_store)
+    assert "answers from 'rules' (no F1 per source is recorded yet" in text
+    assert answers["0"] == "10 foot" and answers["1"] == "12 inch" and answers["5"] == ""
+
+    assert amlc(scored_store, "eval", "--split", "val").exit_code == 0
+    text, answers = export_rows(scored_store)
+    assert f"answers from '{MODEL}' (F1 0.8571 beat the rules' 0.6667 on split 'val'" in text
+    # the model's answer; where it is blank or missing the rules' answer, never its blank
+    assert (answers["0"], answers["1"], answers["2"]) == ("21.9 foot", "12 inch", "5 pound")
+    assert f"1 from {MODEL}" in text and "2 from rules" in text
+
+
+def test_export_keeps_a_model_blank_or_another_source_only_when_asked(scored_store):
+    amlc(scored_store, "eval", "--split", "val")
+    _, answers = export_rows(scored_store, "--keep-model-blanks")
+    assert (answers["0"], answers["1"], answers["2"]) == ("21.9 foot", "", "5 pound")
+    text, answers = export_rows(scored_store, "--source", "rules")
+    assert "answers from 'rules' (asked for with --source)" in text and answers["0"] == "10 foot"
+    refused = amlc(scored_store, "export", str(scored_store / "x.csv"), "--split", "sample",
+                   "--source", "gpt", ok=False)
+    assert refused.exit_code == 1 and f"sources with answers: rules, {MODEL}" in refused.output
+    assert not (scored_store / "x.csv").exists()
+
+
+def test_export_follows_the_newest_eval(scored_store):
+    amlc(scored_store, "eval", "--split", "val")
+    # the model gets worse on val, and a new eval records it
+    add_predictions(scored_store / "amlc.db", "val", {0: "", 1: "", 2: "1 gram"}, source=MODEL)
+    amlc(scored_store, "eval", "--split", "val")
+    text, answers = export_rows(scored_store)
+    assert "answers from 'rules' (the rules' F1 0.6667 on split 'val'" in text
+    assert f"best model {MODEL} 0.0000" in text and answers["0"] == "10 foot"
+    recorded = query(scored_store / "amlc.db", "SELECT json_extract(metrics, '$.by_source') FROM runs "
+                                               "WHERE kind = 'eval' ORDER BY id")
+    assert [json.loads(r)["rules"]["f1"] for (r,) in recorded] == [pytest.approx(2 / 3)] * 2
 
 
 def test_export_refuses_an_invalid_answer_and_leaves_the_old_file(sample_store):

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ..check import check_submission
-from ..export import ExportError, best_answers, render_submission, write_atomically
+from ..export import (RULES, Choice, ExportError, choose_source, export_answers, provenance,
+                      render_submission, split_sources, write_atomically)
 from ..ingest import IngestError, ingest
 from ..metric import format_report
 from ..report import evaluate_split
@@ -71,30 +72,50 @@ def ingest_command(ctx: click.Context, csv_file: Path, split: str, local_root: P
 @click.command("export")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--split", default="test", show_default=True)
-@source_option
+@click.option("--source", default=None, metavar="NAME",
+              help="Use NAME's answers ('rules', or a model's name as `amlc status` lists it) "
+                   "instead of the source the newest `amlc eval` scored best.")
+@click.option("--keep-model-blanks", is_flag=True,
+              help="Where the model used answered blank, keep the blank. Without it a model's "
+                   "blank never replaces a rules answer: the rules' answer stands in.")
 @click.pass_context
-def export_command(ctx: click.Context, out: Path, split: str, sources: tuple[str, ...]) -> None:
+def export_command(ctx: click.Context, out: Path, split: str, source: str | None,
+                   keep_model_blanks: bool) -> None:
     """Write OUT as a submission (index,prediction) with every index of SPLIT once, in
     order, blank where no answer exists yet.
 
-    Safe while `amlc run` works on the same store; the file is checked before it is
-    written and replaced atomically.
+    The answers come from one source: the one with the best F1 in the newest `amlc eval`
+    (which scores every source alone on a labelled split), so the rules unless a model beat
+    them; or the one named with --source. Where a model is used but has no answer for a row,
+    or a blank one, the rules' answer stands in (unless --keep-model-blanks). The export says
+    which source it used and why. Safe while `amlc run` works on the same store; the file is
+    checked before it is written and replaced atomically.
 
     \b
-    Example:
-      amlc export submission.csv --split test
+    Examples:
+      amlc eval --split val                     # scores rules and every model on val
+      amlc export submission.csv --split test   # uses whichever scored best there
+      amlc export submission.csv --split test --source smollm2-q8_0 --keep-model-blanks
     """
-    answers = run_async(lambda: using_store(workdir(ctx).store,
-                                            lambda conn: best_answers(conn, split, sources)))
+    async def gather(conn):
+        choice = Choice(source, "asked for with --source") if source else await choose_source(conn, split)
+        answers = await export_answers(conn, split, choice.source, keep_model_blanks)
+        return choice, answers, await split_sources(conn, split)
+
+    choice, answers, answered_by = run_async(lambda: using_store(workdir(ctx).store, gather))
     if not answers:
         raise click.ClickException(f"split {split!r} has no samples; ingest it first")
+    if source and source not in answered_by:
+        raise click.ClickException(f"source {source!r} has no answers for split {split!r}; sources "
+                                   f"with answers: {', '.join(answered_by) or 'none yet'}")
     try:
         write_atomically(out, render_submission(answers))
     except ExportError as exc:
         raise click.ClickException(f"refusing to write {out}: {exc}") from None
-    answered = sum(a.prediction != "" for a in answers)
-    console.print(f"wrote {out}: {len(answers)} rows, {answered} answered, "
-                  f"{len(answers) - answered} blank")
+    stand_in = "" if choice.source == RULES else (
+        "; the rules' answer where it has none" + ("" if keep_model_blanks else " or a blank one"))
+    click.echo(f"split {split!r}: answers from {choice.source!r} ({choice.why}){stand_in}")
+    click.echo(f"wrote {out}: {len(answers)} rows: {provenance(answers)}")
 
 
 @click.command("check")
@@ -146,7 +167,12 @@ def eval_command(ctx: click.Context, split: str, sources: tuple[str, ...], only:
     async def scored(conn):
         run_id = await start_run(conn, "eval", json.dumps({"split": split, "sources": sources}))
         report, skipped = await evaluate_split(conn, split, sources, only)
-        await finish_run(conn, run_id, json.dumps({**report.as_dict(), "skipped": skipped}))
+        by_source = {}
+        for source in await split_sources(conn, split):  # each alone too, for `amlc export`
+            alone, _ = await evaluate_split(conn, split, (source,), only=True)
+            by_source[source] = {"f1": alone.f1, "strict_f1": alone.strict.f1}
+        await finish_run(conn, run_id, json.dumps({**report.as_dict(), "skipped": skipped,
+                                                   "by_source": by_source}))
         return report, skipped
 
     report, skipped = run_async(lambda: using_store(workdir(ctx).store, scored, write=True))
