@@ -1,7 +1,10 @@
 """Per-stage work items: pending -> leased -> done | failed, with attempts and leases.
 
 A claim is one UPDATE ... RETURNING, so two claimers can never take the same item. A lease
-that outlived its process (kill -9) goes back to pending on the next start.
+that outlived its process (kill -9) goes back to pending on the next start. A claim counts a
+try at once; the try is given back when the item never started (a kill or a clean stop while
+it was queued), and kept when its work had begun (`started_at`): an input that kills the
+process spends its budget across restarts and ends `failed` instead of crashing every run.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import aiosqlite
 
 CLAIM_SQL = """
-UPDATE jobs SET state = 'leased', attempts = attempts + 1,
+UPDATE jobs SET state = 'leased', attempts = attempts + 1, started_at = NULL,
                 lease_until = :now + :lease, updated_at = :now
 WHERE stage = :stage AND item_id IN (
     SELECT item_id FROM jobs
@@ -67,11 +71,32 @@ def failure_statement(stage: str, item: Claimed, error: str, retryable: bool,
             (error, now, stage, item.item_id))
 
 
-async def release_expired(conn: aiosqlite.Connection, everything: bool = False) -> int:
-    """Return leases to pending: the expired ones, or all (at start, when no worker is alive)."""
-    sql = "UPDATE jobs SET state = 'pending', lease_until = NULL WHERE state = 'leased'"
-    cursor = await conn.execute(sql if everything else sql + " AND lease_until < ?",
-                                () if everything else (time.time(),))
+DIED = "process died while handling it"
+
+RELEASE_DEAD_SQL = f"""
+UPDATE jobs SET
+    state = CASE WHEN started_at IS NOT NULL AND attempts >= :max THEN 'failed' ELSE 'pending' END,
+    attempts = attempts - (started_at IS NULL),
+    last_error = CASE WHEN started_at IS NOT NULL THEN '{DIED}' ELSE last_error END,
+    lease_until = NULL, started_at = NULL, updated_at = :now
+WHERE state = 'leased' AND (:everything OR lease_until < :now)
+"""
+
+
+async def mark_started(conn: aiosqlite.Connection, stage: str, batch: Sequence[tuple[Claimed, Any]]) -> None:
+    """Record (and commit) that work on these leased items begins now."""
+    ids = ",".join(str(int(item.item_id)) for item, _ in batch)
+    await conn.execute(f"UPDATE jobs SET started_at = ? WHERE stage = ? AND item_id IN ({ids}) "
+                       "AND state = 'leased'", (time.time(), stage))
+    await conn.commit()
+
+
+async def release_dead(conn: aiosqlite.Connection, max_attempts: int, everything: bool = False) -> int:
+    """Return the leases of dead processes: the expired ones, or all (at start, when the run
+    lock says no worker is alive). Items whose work had begun keep the try they spent, and
+    fail once their budget is gone."""
+    cursor = await conn.execute(RELEASE_DEAD_SQL, {"max": max_attempts, "now": time.time(),
+                                                   "everything": everything})
     await conn.commit()
     return cursor.rowcount
 
@@ -79,7 +104,7 @@ async def release_expired(conn: aiosqlite.Connection, everything: bool = False) 
 async def retry_failed(conn: aiosqlite.Connection, stage: str | None = None) -> int:
     """Give failed items a fresh retry budget (after the cause was fixed)."""
     cursor = await conn.execute(
-        "UPDATE jobs SET state = 'pending', attempts = 0, not_before = NULL "
+        "UPDATE jobs SET state = 'pending', attempts = 0, not_before = NULL, started_at = NULL "
         "WHERE state = 'failed' AND (? IS NULL OR stage = ?)", (stage, stage))
     await conn.commit()
     return cursor.rowcount

@@ -2,7 +2,9 @@
 
 Committing per row would cap the pipeline at a few hundred rows/s on a slow disk; batching by
 count or every few hundred milliseconds keeps one fsync for many results. A crash loses at most
-the last uncommitted batch, which is work still in flight: it is claimed and done again.
+the last uncommitted batch, which is work still in flight: it is claimed and done again. A batch
+that cannot be written (disk full, store locked) is rolled back whole, kept for a later try, and
+the error ends the writer's task, which the engine supervises.
 """
 
 from __future__ import annotations
@@ -28,19 +30,21 @@ class BatchWriter:
         self._pending: list[Statement] = []
         self._lock = asyncio.Lock()     # one user of the connection at a time
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.failure: BaseException | None = None  # the last batch that could not be written
         self.commits = 0
         self.statements = 0
 
     async def __aenter__(self) -> "BatchWriter":
-        self._task = asyncio.create_task(self._run(), name="batch-writer")
+        self.task = asyncio.create_task(self._run(), name="writer")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self.flush()
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        if exc_info[0] is None and self.failure is None:
+            await self.flush()
 
     def submit(self, statements: Sequence[Statement]) -> None:
         """Queue statements that belong together; they commit in the same transaction."""
@@ -53,11 +57,23 @@ class BatchWriter:
             batch, self._pending = self._pending, []
             if not batch:
                 return
-            for sql, params in batch:
-                await self.conn.execute(sql, params)
-            await self.conn.commit()
+            try:
+                for sql, params in batch:
+                    await self.conn.execute(sql, params)
+                await self.conn.commit()
+            except BaseException as exc:
+                await self._rollback()
+                self._pending[:0] = batch  # nothing half-committed, nothing dropped
+                self.failure = exc
+                raise
             self.commits += 1
             self.statements += len(batch)
+
+    async def _rollback(self) -> None:
+        try:
+            await asyncio.shield(self.conn.rollback())
+        except Exception:
+            pass  # the connection is unusable; SQLite has already discarded the transaction
 
     async def claim(self, stage: str, n: int, lease_seconds: float) -> list[jobs.Claimed]:
         return await self.run(lambda conn: jobs.claim(conn, stage, n, lease_seconds))

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
+import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,3 +67,25 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) 
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+def start_run(workdir: Path, *args: str, **popen: Any) -> subprocess.Popen:
+    """`amlc run` as a child process (log lines every second), for kills and signals."""
+    env = {**os.environ, "AMLC_WORKDIR": str(workdir)}
+    return subprocess.Popen([sys.executable, "-m", "amlc", "run", "--no-dashboard", "--log-every", "1", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def wait_for(store: Path, sql: str, at_least: int, timeout: float = 120) -> int:
+    """Poll a count query on the store (read-only) until it reaches `at_least`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        con = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10)
+        try:
+            count = con.execute(sql).fetchone()[0]
+        finally:
+            con.close()
+        if count >= at_least:
+            return count
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {sql!r} >= {at_least}")

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-
 from http_server import DEFAULT_ROOT
-from store_helpers import amlc, amlc_json, query, write_csv
+from store_helpers import amlc, amlc_json, query, start_run, wait_for, write_csv
 
 IMAGES = sorted(p.name for p in DEFAULT_ROOT.glob("*.jpg"))
 HEADER = ["index", "image_link", "group_id", "entity_name"]
@@ -63,26 +57,6 @@ def test_every_fault_ends_in_the_right_state_and_nothing_else_is_affected(tmp_pa
     assert len(out.read_text().splitlines()) == len(paths) + 1
 
 
-def _start(workdir: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "AMLC_WORKDIR": str(workdir)}
-    return subprocess.Popen([sys.executable, "-m", "amlc", "run", "--no-dashboard", "--log-every", "1", *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _wait_for(store: Path, sql: str, at_least: int, timeout: float = 120) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        con = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10)
-        try:
-            count = con.execute(sql).fetchone()[0]
-        finally:
-            con.close()
-        if count >= at_least:
-            return count
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {sql!r} >= {at_least}")
-
-
 def test_kill_9_mid_run_then_resume_repeats_only_work_in_flight(tmp_path, image_server):
     image_server.add_fault("/images/I/", "slow")  # 1 s per download keeps the run mid-flight
     paths = [f"/images/I/{name}" for name in IMAGES[:24]]
@@ -91,8 +65,8 @@ def test_kill_9_mid_run_then_resume_repeats_only_work_in_flight(tmp_path, image_
     store = tmp_path / "amlc.db"
     concurrency, batch = 3, 2
     run_args = ["--concurrency", str(concurrency), "--ocr-batch", str(batch)]
-    first = _start(tmp_path, *run_args)
-    _wait_for(store, "SELECT count(*) FROM jobs WHERE stage = 'ocr' AND state = 'done'", 4)
+    first = start_run(tmp_path, *run_args)
+    wait_for(store, "SELECT count(*) FROM jobs WHERE stage = 'ocr' AND state = 'done'", 4)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     fetched_before = {link for (link,) in query(store, """SELECT i.link FROM images i JOIN jobs j
@@ -100,7 +74,7 @@ def test_kill_9_mid_run_then_resume_repeats_only_work_in_flight(tmp_path, image_
     ocr_before = set(query(store, "SELECT image_id, created_at FROM ocr_results"))
     assert len(fetched_before) < len(paths), "the kill came too late to test resuming"
 
-    second = _start(tmp_path, *run_args, "--exit-when-done")
+    second = start_run(tmp_path, *run_args, "--exit-when-done")
     output, _ = second.communicate(timeout=300)
     assert second.returncode == 0, output
     assert query(store, "SELECT stage, state, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1") == [
@@ -119,9 +93,9 @@ def test_a_second_run_is_refused_and_sigterm_drains_cleanly(tmp_path, image_serv
     paths = [f"/images/I/{name}" for name in IMAGES[30:40]]
     amlc(tmp_path, "ingest", str(write_csv(tmp_path / "a.csv", HEADER, rows_for(image_server, paths[:5]))),
          "--split", "t")
-    daemon = _start(tmp_path, "--stages", "fetch", "--concurrency", "2")
+    daemon = start_run(tmp_path, "--stages", "fetch", "--concurrency", "2")
     store = tmp_path / "amlc.db"
-    _wait_for(store, "SELECT count(*) FROM jobs WHERE stage = 'fetch' AND state = 'done'", 1)
+    wait_for(store, "SELECT count(*) FROM jobs WHERE stage = 'fetch' AND state = 'done'", 1)
 
     refused = amlc(tmp_path, "run", "--exit-when-done", "--no-dashboard", ok=False)
     assert refused.exit_code == 1 and "already working on" in refused.output
@@ -129,7 +103,7 @@ def test_a_second_run_is_refused_and_sigterm_drains_cleanly(tmp_path, image_serv
     # the running daemon picks up rows ingested while it runs
     more = [[i + 5, image_server.url(p), "1", "width"] for i, p in enumerate(paths[5:])]
     amlc(tmp_path, "ingest", str(write_csv(tmp_path / "b.csv", HEADER, more)), "--split", "t")
-    _wait_for(store, "SELECT count(*) FROM jobs WHERE stage = 'fetch' AND state = 'done'", 7)
+    wait_for(store, "SELECT count(*) FROM jobs WHERE stage = 'fetch' AND state = 'done'", 7)
 
     daemon.send_signal(signal.SIGTERM)
     output, _ = daemon.communicate(timeout=60)

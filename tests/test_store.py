@@ -102,7 +102,7 @@ def test_status_without_a_store_says_what_to_do(tmp_path):
     assert "run `amlc ingest` first" in result.output
 
 
-def test_claims_never_overlap_and_expired_leases_return(tmp_path):
+def test_claims_never_overlap_and_dead_leases_return_with_fair_budgets(tmp_path):
     async def go():
         conn = await open_writer(tmp_path / "s.db")
         await conn.executemany("INSERT INTO images(link) VALUES (?)", [(f"u{i}",) for i in range(10)])
@@ -110,12 +110,17 @@ def test_claims_never_overlap_and_expired_leases_return(tmp_path):
         first = await jobs.claim(conn, "fetch", 4)
         second = await jobs.claim(conn, "fetch", 4, lease_seconds=-1)  # already expired
         assert not {c.item_id for c in first} & {c.item_id for c in second}
-        assert await jobs.release_expired(conn) == 4
+        began, queued = second[:2], second[2:]
+        await jobs.mark_started(conn, "fetch", [(c, None) for c in began])
+        assert await jobs.release_dead(conn, max_attempts=1) == 4  # only the expired ones
+        failed = await fetch_all(conn, "SELECT item_id, last_error FROM jobs WHERE state = 'failed'")
+        # work that had begun spent its only try; queued work got its try back
+        assert {(r[0], r[1]) for r in failed} == {(c.item_id, jobs.DIED) for c in began}
         third = await jobs.claim(conn, "fetch", 100)
-        taken_first = {c.item_id for c in first}
-        assert {c.item_id for c in third} == set(range(1, 11)) - taken_first
-        retried = {c.item_id: c.attempts for c in third if c.item_id in {s.item_id for s in second}}
-        assert len(retried) == 4 and set(retried.values()) == {2}
+        taken = {c.item_id for c in first} | {c.item_id for c in began}
+        assert {c.item_id for c in third} == set(range(1, 11)) - taken
+        queued_ids = {q.item_id for q in queued}
+        assert {c.item_id: c.attempts for c in third if c.item_id in queued_ids} == dict.fromkeys(queued_ids, 1)
         await conn.close()
     run(go())
 

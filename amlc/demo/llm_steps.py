@@ -101,7 +101,8 @@ def predict(wd: Workdir, model: Path, source: str, splits: tuple[str, ...] = ("v
         os.link(model, named)
     for split in splits:
         asyncio.run(run_pipeline(wd, RunConfig(stages=("predict",), exit_when_done=True, dashboard=False,
-                                               model=named, predict_split=split, fallback=False)))
+                                               model=named, predict_split=split,
+                                               fallback=False))).raise_if_failed()
     return asyncio.run(_count_predictions(wd, source))
 
 

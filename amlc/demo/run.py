@@ -162,8 +162,9 @@ def _ingest_all(wd: Workdir, csvs: dict[str, Path]) -> str:
 
 def _pipeline(wd: Workdir) -> str:
     """run_pipeline resumes by itself: only jobs not done are claimed."""
-    engine = asyncio.run(run_pipeline(wd, RunConfig(exit_when_done=True, dashboard=True, log_every=15.0)))
-    return ", ".join(f"{name} {s.done} done / {s.failed} failed" for name, s in engine.stats.items()) \
+    result = asyncio.run(run_pipeline(wd, RunConfig(exit_when_done=True, dashboard=True, log_every=15.0)))
+    stats = result.raise_if_failed().engine.stats.items()
+    return ", ".join(f"{name} {s.done} done / {s.failed} failed" for name, s in stats) \
         + f"; store: {_stage_summary(wd)}"
 
 

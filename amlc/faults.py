@@ -1,0 +1,62 @@
+"""Faults that are nobody's item's fault: they stop `amlc run` with a cause a user can act on.
+
+A full disk, a store locked by another program or a bug would otherwise fail every item in
+turn (burning their retry budgets) or stall the daemon without a word. The engine stops on
+them instead, and these messages say what happened and what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import sqlite3
+from pathlib import Path
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+NOTHING_LOST = "nothing done so far is lost"
+
+
+class RunFailed(RuntimeError):
+    """`amlc run` stopped on a fatal fault; the message is for the user."""
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether `exc` says the machine or the store is unusable, not that one item is bad."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS | {errno.EFBIG, errno.EROFS}:
+        return True
+    return isinstance(exc, sqlite3.Error)
+
+
+def describe_fatal(exc: BaseException, where: str, root: Path | None = None) -> str:
+    """One sentence on what stopped the run and what to do about it."""
+    folder = str(root) if root else "the work folder"
+    text = str(exc)
+    if _disk_full(exc):
+        return (f"the disk holding {folder} is full ({_free_mb(root)} free): free space, or move "
+                f"the work folder to a bigger disk, and run again; {NOTHING_LOST}")
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return (f"a file in {folder} reached the size limit for this process (ulimit -f): raise "
+                f"the limit and run again; {NOTHING_LOST}")
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return f"{folder} is on a read-only file system: remount it writable and run again; {NOTHING_LOST}"
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+        return (f"the store in {folder} stayed locked by another program past the busy timeout: "
+                f"close whatever else writes amlc.db and run again; {NOTHING_LOST}")
+    if isinstance(exc, sqlite3.Error):
+        return (f"the store in {folder} could not be written ({type(exc).__name__}: {text}); "
+                f"check the disk, then run again; {NOTHING_LOST}")
+    return (f"internal error in {where}: {type(exc).__name__}: {text} (a bug in amlc; the "
+            f"traceback follows); {NOTHING_LOST}")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    return isinstance(exc, sqlite3.Error) and ("full" in str(exc) or "SQLITE_FULL" in str(exc))
+
+
+def _free_mb(root: Path | None) -> str:
+    try:
+        return f"{shutil.disk_usage(root or Path.cwd()).free / 1e6:.1f} MB"
+    except OSError:
+        return "unknown space"
