@@ -46,6 +46,11 @@ class BatchWriter:
         if exc_info[0] is None and self.failure is None:
             await self.flush()
 
+    @property
+    def pending(self) -> int:
+        """Statements waiting for their commit."""
+        return len(self._pending)
+
     def submit(self, statements: Sequence[Statement]) -> None:
         """Queue statements that belong together; they commit in the same transaction."""
         self._pending.extend(statements)

@@ -175,3 +175,20 @@ def test_reader_cannot_write(tmp_path):
 async def sqlite_conn(path):
     import aiosqlite
     return await aiosqlite.connect(path)
+
+
+def test_a_batch_that_cannot_be_written_is_rolled_back_whole_and_kept(tmp_path):
+    from amlc.writer import BatchWriter
+
+    async def go():
+        conn = await open_writer(tmp_path / "s.db")
+        writer = BatchWriter(conn)
+        good = ("INSERT INTO images(link) VALUES (?)", ("a",))
+        bad = ("INSERT INTO images(link) VALUES (?)", (None,))  # NOT NULL: the batch cannot commit
+        writer.submit([good, bad])
+        with pytest.raises(sqlite3.IntegrityError):
+            await writer.flush()
+        assert [tuple(r) for r in await fetch_all(conn, "SELECT count(*) FROM images")] == [(0,)]
+        assert writer.failure is not None and writer.pending == 2  # kept for a later try
+        await conn.close()
+    run(go())
