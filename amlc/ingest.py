@@ -20,7 +20,7 @@ from typing import BinaryIO, Iterator
 import aiosqlite
 
 from .localfiles import link_problem
-from .store import finish_run, start_run
+from .store import fetch_all, finish_run, start_run
 from .units import ENTITY_UNITS, AnswerError, UnitNotAllowed, parse_label
 
 REQUIRED = ("image_link", "group_id", "entity_name")
@@ -37,13 +37,12 @@ VALUES (?, ?, (SELECT id FROM images WHERE link = ?), ?, ?, ?, ?, ?)
 INSERT_REJECT = "INSERT OR REPLACE INTO rejects(split, source, line, reason, raw) VALUES (?, ?, ?, ?, ?)"
 # The file's rejects are its latest ingest's: a line fixed since is no longer listed.
 CLEAR_REJECTS = "DELETE FROM rejects WHERE split = ? AND source = ?"
-# A changed label of the same sample (same image and entity); nothing else is ever updated.
-UPDATE_LABEL = """
-UPDATE samples SET label = :label, raw_label = :raw, label_error = :error
-WHERE split = :split AND idx = :idx AND entity = :entity
-  AND image_id = (SELECT id FROM images WHERE link = :link)
-  AND (label IS NOT :label OR raw_label IS NOT :raw OR label_error IS NOT :error)
+# A batch's samples as stored, so that only labels that changed are updated (nothing else ever is).
+STORED_LABELS = """
+SELECT s.idx, s.entity, i.link, s.label, s.raw_label, s.label_error
+FROM samples s JOIN images i ON i.id = s.image_id WHERE s.split = ? AND s.idx IN ({ids})
 """
+UPDATE_LABEL = "UPDATE samples SET label = ?, raw_label = ?, label_error = ? WHERE split = ? AND idx = ?"
 
 
 class IngestError(ValueError):
@@ -232,23 +231,29 @@ def _parse_row(header: list[str], fields: list[str], line: int, raw: str, row_nu
 
 
 async def _write_batch(conn: aiosqlite.Connection, split: str, source: str,
-                       samples: list[Sample], rejects: list[Reject]) -> tuple[int, int]:
-    """Write one batch; returns (samples inserted, labels changed)."""
+                       samples: list[Sample], rejects: list[Reject]) -> int:
+    """Write one batch; returns how many labels changed."""
     await conn.executemany(INSERT_IMAGE, [(s.link,) for s in samples])
-    before = conn.total_changes
-    # Labels first, so only samples stored before count as changed; a file without an
-    # entity_value column (raw_label None) leaves labels alone.
-    await conn.executemany(UPDATE_LABEL, [
-        {"label": s.label, "raw": s.raw_label, "error": s.label_error, "split": split,
-         "idx": s.idx, "entity": s.entity, "link": s.link} for s in samples if s.raw_label is not None])
-    changed = conn.total_changes - before
+    changed = await _changed_labels(conn, split, samples)
+    await conn.executemany(UPDATE_LABEL, [(s.label, s.raw_label, s.label_error, split, s.idx) for s in changed])
     await conn.executemany(INSERT_SAMPLE, [
         (split, s.idx, s.link, s.group_id, s.entity, s.label, s.raw_label, s.label_error)
         for s in samples])
-    inserted = conn.total_changes - before - changed
     await conn.executemany(INSERT_REJECT, [(split, source, r.line, r.reason, r.raw[:RAW_LIMIT])
                                            for r in rejects])
-    return inserted, changed
+    return len(changed)
+
+
+async def _changed_labels(conn: aiosqlite.Connection, split: str, samples: list[Sample]) -> list[Sample]:
+    """The samples already stored (same index, image and entity) whose label differs; a file
+    without an entity_value column (raw_label None) never changes labels."""
+    labelled = [s for s in samples if s.raw_label is not None]
+    if not labelled:
+        return []
+    ids = ",".join(str(s.idx) for s in labelled)  # integers, so safe to inline
+    stored = {r[0]: tuple(r)[1:] for r in await fetch_all(conn, STORED_LABELS.format(ids=ids), (split,))}
+    return [s for s in labelled if (old := stored.get(s.idx)) is not None
+            and old[:2] == (s.entity, s.link) and old[2:] != (s.label, s.raw_label, s.label_error)]
 
 
 async def ingest(conn: aiosqlite.Connection, path: Path, split: str,
@@ -271,6 +276,8 @@ async def _ingest(conn: aiosqlite.Connection, path: Path, split: str, local_root
     report = IngestReport(str(path), split)
     started = time.perf_counter()
     await conn.execute(CLEAR_REJECTS, (split, path.name))
+    # counted, not taken from total_changes, which triggers on samples would inflate
+    stored_before = await _count(conn, split)
     samples: list[Sample] = []
     rejects: list[Reject] = []
     for item in read_rows(path, local_root):
@@ -282,18 +289,18 @@ async def _ingest(conn: aiosqlite.Connection, path: Path, split: str, local_root
             samples.append(item)
             report.unusable_labels += item.label_error is not None
         if len(samples) + len(rejects) >= BATCH:
-            _add(report, await _write_batch(conn, split, path.name, samples, rejects))
+            report.labels_changed += await _write_batch(conn, split, path.name, samples, rejects)
             samples, rejects = [], []
-    _add(report, await _write_batch(conn, split, path.name, samples, rejects))
+    report.labels_changed += await _write_batch(conn, split, path.name, samples, rejects)
+    report.inserted = await _count(conn, split) - stored_before
     await conn.commit()
     report.already_present = report.rows - report.rejected - report.inserted
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _add(report: IngestReport, written: tuple[int, int]) -> None:
-    report.inserted += written[0]
-    report.labels_changed += written[1]
+async def _count(conn: aiosqlite.Connection, split: str) -> int:
+    return (await fetch_all(conn, "SELECT count(*) FROM samples WHERE split = ?", (split,)))[0][0]
 
 
 def _note_reject(report: IngestReport, reject: Reject) -> None:
