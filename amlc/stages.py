@@ -70,7 +70,7 @@ class FetchStage:
         """The local copy of a link's image when the user has one (a regular file named as in
         the link, inside --local-images once symlinks are resolved), else the link itself."""
         if self.local_dir is not None:
-            local = self.local_dir / unquote(urlsplit(link).path).rsplit("/", 1)[-1]
+            local = self.local_dir.absolute() / unquote(urlsplit(link).path).rsplit("/", 1)[-1]
             if is_local_copy(local, self.local_dir):
                 return str(local)
         return link

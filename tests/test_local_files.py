@@ -187,3 +187,19 @@ def test_a_local_copy_that_escapes_the_folder_is_not_used(tmp_path: Path, image_
     assert query(tmp_path / "amlc.db", "SELECT sha256 FROM images") == [
         (hashlib.sha256(REAL[2].read_bytes()).hexdigest(),)]
     assert image_server.hits[f"/images/I/{name}"] == 1
+
+
+def test_a_relative_local_images_folder_serves_both_kinds_of_link(tmp_path: Path, image_server: ImageServer,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "copies").mkdir()
+    for src in REAL[3:5]:
+        (tmp_path / "copies" / src.name).write_bytes(src.read_bytes())
+    refused = image_server.url(f"/fault/404/images/I/{REAL[3].name}")  # only the copy can answer
+    ingest(tmp_path, [refused, REAL[4].name], "--local-images", "copies")  # the second: a path in it
+    amlc(tmp_path, *RUN, "--local-images", "copies")
+    store = tmp_path / "amlc.db"
+    assert query(store, "SELECT state FROM jobs WHERE stage = 'fetch'") == [("done",), ("done",)]
+    assert sorted(query(store, "SELECT sha256 FROM images")) == sorted(
+        (hashlib.sha256(src.read_bytes()).hexdigest(),) for src in REAL[3:5])
+    assert sum(image_server.hits.values()) == 0
