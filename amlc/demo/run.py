@@ -220,7 +220,8 @@ async def _scores(wd: Workdir, sources: list[str]) -> dict[str, Report]:
 async def _answers(wd: Workdir, split: str, source: str) -> list[Answered]:
     conn = await open_reader(wd.store)
     try:
-        return await best_answers(conn, split, (source, RULES))
+        # a model's blank gives way to the rules' answer, as in `amlc export`
+        return await best_answers(conn, split, (source, RULES), only=True, skip_blanks=True)
     finally:
         await conn.close()
 
