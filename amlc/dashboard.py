@@ -18,6 +18,9 @@ from rich.table import Table
 
 from .engine import Engine
 from .store import fetch_all
+from .workers.base import WorkerStats
+
+LIVE = ("idle", "busy")  # worker states that count as live
 
 
 @dataclass
@@ -76,7 +79,7 @@ class Dashboard:
             c = counts.get(name, StageCounts())
             parts.append(f"{name} {c.done + c.failed}/{c.total} ({c.failed} failed, "
                          f"{self.rate(name):.1f}/s, queue {stats.queued})")
-        return f"[{time.monotonic() - self.started:7.0f}s] " + " | ".join(parts)
+        return f"[{time.monotonic() - self.started:7.0f}s] " + " | ".join(parts + self._worker_summary())
 
     async def view(self) -> Group:
         counts = await store_counts(self.reader)
@@ -84,7 +87,7 @@ class Dashboard:
             c = counts.get(name, StageCounts())
             self.progress.update(bar, total=c.total or None, completed=c.done + c.failed,
                                  rate=f"{self.rate(name):.1f}/s")
-        return Group(self.progress, self._table(counts), self._errors())
+        return Group(self.progress, self._table(counts), *self._workers(), self._errors())
 
     def _table(self, counts: dict[str, StageCounts]) -> Table:
         table = Table(box=None, pad_edge=False)
@@ -105,3 +108,34 @@ class Dashboard:
             for error in stats.last_errors:
                 table.add_row("last", error[:110])
         return table
+
+    # --- workers: pools that report them (Ray actors) ------------------------------------------
+
+    def _worker_stats(self) -> list[tuple[str, list[WorkerStats]]]:
+        """(stage, its workers) for every stage whose pool offers stats()."""
+        found = []
+        for stage in self.engine.stages:
+            stats = getattr(getattr(stage, "pool", None), "stats", None)
+            if stats is not None:
+                found.append((stage.name, stats()))
+        return found
+
+    def _worker_summary(self) -> list[str]:
+        return [f"{name} workers {sum(w.state in LIVE for w in workers)}/{len(workers)} live, "
+                f"{sum(w.restarts for w in workers)} restarts"
+                for name, workers in self._worker_stats()]
+
+    def _workers(self) -> list[Table]:
+        """Live workers, per-worker throughput and restarts; nothing for pools that do not say."""
+        found = self._worker_stats()
+        if not found:
+            return []
+        table = Table(title="workers", title_justify="left", box=None, pad_edge=False)
+        for column in ("stage", "worker", "state", "done", "rate", "restarts"):
+            table.add_column(column, justify="left" if column in ("worker", "state") else "right")
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        for name, workers in found:
+            for w in workers:
+                table.add_row(name, w.worker, w.state[:60], str(w.done), f"{w.done / elapsed:.2f}/s",
+                              str(w.restarts))
+        return [table]

@@ -42,6 +42,16 @@ class WorkerPool(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class WorkerStats:
+    """One worker as the dashboard shows it; a pool that can say offers `stats() -> [WorkerStats]`."""
+
+    worker: str    # where it runs, e.g. "10.0.0.7 pid 4242"
+    state: str     # starting, idle, busy, restarting, or why it could not start
+    done: int      # inputs answered since the pool started, its replacements included
+    restarts: int  # times it was replaced after dying
+
+
 class BatchFailed(Exception):
     """A whole batch failed: the handler raised, or the worker running it died."""
 
