@@ -2,8 +2,8 @@
 
 One aiohttp session with bounded concurrency; per-attempt connect/read timeouts; exponential
 backoff with full jitter for transient failures (5xx, 429, timeouts, dropped connections),
-honouring Retry-After; a size cap enforced while streaming; the bytes are decoded with Pillow
-(bomb guard, full load to catch truncation) and written atomically to
+honouring Retry-After; a size cap enforced while streaming; the bytes are checked with Pillow
+(photo formats only, bomb guard, a truncated body refused) and written atomically to
 `image_dir/<sha[:2]>/<sha256>.<ext>`, so identical bytes are stored once.
 
 `Fetcher.fetch` never raises for a per-URL fault: it returns a `Fetched` with `error` set and
@@ -115,17 +115,13 @@ DECODERS = _decoders()
 
 
 def check_image(data: bytes, max_pixels: int, content_type: str = "") -> Checked:
-    """Decode `data` fully; raise FetchFailure (permanent) when it is not a usable image."""
+    """Check that `data` is a whole image of a photo format and a sane size; raise FetchFailure
+    (permanent) when it is not."""
     try:
         with Image.open(io.BytesIO(data), formats=DECODERS) as img:
             fmt, (width, height) = img.format or "", img.size
             _guard_pixels(width, height, max_pixels)
-            img.verify()  # structure and checksums, cheap
-        with Image.open(io.BytesIO(data), formats=DECODERS) as img:
-            # JPEG can decode at 1/8 scale: every byte of the entropy stream is still read, so
-            # truncation is still caught, for a fraction of the CPU.
-            img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-            img.load()
+            _check_complete(img, data)
     except FetchFailure:
         raise
     except Image.DecompressionBombError as exc:
@@ -143,6 +139,24 @@ def check_image(data: bytes, max_pixels: int, content_type: str = "") -> Checked
         raise FetchFailure(reason, False) from exc
     ext = EXTENSIONS.get(fmt, fmt.lower() or "bin")
     return Checked(hashlib.sha256(data).hexdigest(), ext, width, height)
+
+
+def _check_complete(img: Image.Image, data: bytes) -> None:
+    """What goes wrong in transit is a body cut short: catch that without decoding pixels
+    where the format allows (OCR decodes them anyway; decoding here cost as much CPU as the
+    whole download). A JPEG is whole when its end-of-image marker follows the start of its
+    scan, where Pillow's parser stopped (inside scan data every 0xFF is followed by 0x00 or a
+    restart marker, so FF D9 is the end; a thumbnail's marker earlier in the file does not
+    count). A PNG is read through IEND with every chunk's CRC. Other formats are decoded, at
+    1/8 scale where possible."""
+    if img.format == "JPEG":
+        if data.find(b"\xff\xd9", img.fp.tell()) < 0:
+            raise FetchFailure("truncated image", False)
+    elif img.format == "PNG":
+        img.verify()
+    else:
+        img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+        img.load()
 
 
 def _guard_pixels(width: int, height: int, max_pixels: int) -> None:
