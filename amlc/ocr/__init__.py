@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .base import MIN_CONFIDENCE, ImageSource, OcrEngine, OcrError, OcrLine, OcrResult
+from .base import GPU_IMAGE_BATCH, MIN_CONFIDENCE, ImageSource, OcrEngine, OcrError, OcrLine, OcrResult
 from .models import parse_device
 from .preprocess import Preprocess
 
@@ -22,10 +22,14 @@ ENGINES = ("rapidocr", "paddleocr")
 # OCR processes sharing one GPU by default: while one runs det/rec there, the others decode,
 # resize and post-process on CPU cores.
 CUDA_WORKERS = 4
+# Images per engine call by default. A CPU engine reads one image at a time anyway, so small
+# batches only keep workers evenly loaded and limit what a crashing batch-mate makes us redo;
+# on a GPU, PaddleOCR recognises the lines of a whole batch together.
+CPU_BATCH = 2
 
 __all__ = [
     "ENGINES", "MIN_CONFIDENCE", "ImageSource", "OcrEngine", "OcrError", "OcrLine", "OcrResult",
-    "OcrSpec", "Preprocess", "default_ocr_workers", "load_engine",
+    "OcrSpec", "Preprocess", "default_ocr_batch", "default_ocr_workers", "load_engine",
 ]
 
 
@@ -70,3 +74,7 @@ def default_ocr_workers(device: str) -> int:
     from ..workers import cores
 
     return min(CUDA_WORKERS, cores()) if parse_device(device).cuda else cores()
+
+
+def default_ocr_batch(device: str) -> int:
+    return GPU_IMAGE_BATCH if parse_device(device).cuda else CPU_BATCH

@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any, Sequence
 
-from .base import DIED, BatchFailed, Handler, WorkerSpec, describe, run_split
+from .base import DIED, BatchFailed, Handler, WorkerSpec, WorkerStats, describe, run_split
 
 START_TIMEOUT = 900.0  # seconds for a worker to load its engine (a large GGUF from a cold disk)
 STOP_TIMEOUT = 5.0
@@ -52,10 +52,10 @@ class ProcessPool:
             self._idle.put_nowait(worker)
         self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="amlc-pool")
 
-    @property
-    def restarts(self) -> int:
-        """Workers replaced after dying."""
-        return sum(w.restarts for w in self._workers)
+    def stats(self) -> list[WorkerStats]:
+        """Each worker for the dashboard: its process, state, inputs answered, replacements."""
+        return [WorkerStats(f"pid {w.process.pid if w.process else '-'}", w.state, w.done, w.restarts)
+                for w in self._workers]
 
     @property
     def pids(self) -> list[int]:
@@ -90,6 +90,8 @@ class _Worker:
         self._start_timeout = start_timeout
         self.process: SpawnProcess | None = None
         self._conn: Connection | None = None
+        self.state = "starting"
+        self.done = 0
         self.restarts = 0
 
     def start(self) -> None:
@@ -103,25 +105,32 @@ class _Worker:
     def wait_ready(self) -> None:
         kind, payload = self._receive(self._start_timeout)
         if kind != "ready":
+            self.state = f"could not start: {payload}"
             raise WorkerStartError(f"worker could not start: {payload}")
+        self.state = "idle"
 
     def call(self, batch: list[Any]) -> list[Any]:
         if self.process is None:  # the previous one died: replace it before this batch
             self.restarts += 1
+            self.state = "restarting"
             self.start()
             try:
                 self.wait_ready()
             except WorkerStartError as exc:
                 raise BatchFailed(str(exc)) from exc
         assert self._conn is not None
+        self.state = "busy"
         try:
             self._conn.send(batch)
         except OSError:
             raise BatchFailed(self._bury()) from None
         kind, payload = self._receive(None)
-        if kind == "ok":
-            return payload
-        raise BatchFailed(payload)
+        if kind != "died":
+            self.state = "idle"
+        if kind != "ok":
+            raise BatchFailed(payload)
+        self.done += len(batch)
+        return payload
 
     def _receive(self, timeout: float | None) -> tuple[str, Any]:
         """The child's next message, or ("died", why) if it ended (or timed out) first."""
@@ -147,6 +156,7 @@ class _Worker:
         code = self.process.exitcode
         self._conn.close()
         self.process, self._conn = None, None
+        self.state = f"died ({_exit_reason(code)})"
         return f"{DIED} ({_exit_reason(code)})"
 
     def ask_to_stop(self) -> None:
@@ -202,7 +212,10 @@ def serve(spec: WorkerSpec, conn: Connection) -> None:
             reply = ("ok", handler(batch))
         except Exception as exc:  # a bad input or a bug: the pool splits the batch
             reply = ("error", describe(exc))
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except OSError:  # the daemon died while we worked
+            return
 
 
 def _exit_if_asked(batch: list[Any]) -> None:
