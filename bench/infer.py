@@ -1,74 +1,92 @@
-"""Answer throughput of the LLM path, side by side on the same prompts and model:
+"""Answer throughput of the LLM stage through `amlc predict`: 1 worker vs N workers vs a bare
+llama-cpp-python loop, on the same rows and model.
 
-1. amlc's predict (per-entity grammar, each distinct item once, prefix-sharing order);
-2. a bare llama-cpp-python loop (every item, input order, no grammar);
-3. transformers' `generate` on the merged PyTorch model (greedy).
+    python bench/infer.py --model M.gguf [--n 120] [--workers 1,2] [--cache DIR]
 
-Prints answers/s and tokens/s for each and the ratios against amlc's predict.
-
-    .venv/bin/python bench/infer.py --gguf EXPORT/model-q8_0.gguf --merged EXPORT/merged --data SFT/val.jsonl
+Rows: the first N rows of ../shared/data/photos.csv (real labelled product photos), read by amlc
+itself once into a template work folder (`amlc run --local-images`: fetch, OCR, rules). Each
+contender answers the same rows:
+  amlc predict, K workers  `amlc predict --model M --llm-workers K` as a subprocess on a fresh
+                           copy of the template, timed whole; its start-up (the same command on the
+                           finished copy: models load, nothing to answer) is printed apart;
+  bare loop                llama_cpp.Llama(M, one thread).create_completion over the same prompts
+                           (built from the store as the stage builds them) in this process: no
+                           grammar, no de-duplication, input order.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
 import time
-from typing import Callable
+from pathlib import Path
 
-from amlc.llm.export import hf_greedy
-from amlc.llm.infer import MAX_ANSWER_TOKENS, answer_items, load_engine
-from amlc.llm.sft import read_jsonl
+from run import DATA, amlc, copy_store, machine, print_scaling, store_rows
 
-
-def timed(run: Callable[[], int]) -> tuple[float, int]:
-    started = time.perf_counter()
-    tokens = run()
-    return time.perf_counter() - started, tokens
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "amlc-bench-infer"
+MAX_TOKENS = 24
 
 
-def ours(gguf: str, items: list[tuple[str, str]], threads: int) -> int:
-    engine = load_engine(gguf, n_threads=threads)
-    answer_items(engine, items)
-    return engine.completion_tokens
+def template(n: int, cache: Path) -> Path:
+    """A work folder with the first n photos.csv rows fetched, OCR'd and answered by the rules."""
+    folder = cache / f"template-{n}"
+    if (folder / "ready").exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    lines = (DATA / "photos.csv").read_text().splitlines()
+    subset = folder / "photos.csv"
+    subset.write_text("\n".join(lines[: n + 1]) + "\n")
+    amlc(folder, "ingest", str(subset), "--split", "val")
+    amlc(folder, "run", "--exit-when-done", "--no-dashboard", "--local-images", str(DATA / "photos"))
+    (folder / "ready").touch()
+    return folder
 
 
-def bare(gguf: str, items: list[tuple[str, str]], threads: int) -> int:
+def prompts(folder: Path) -> list[tuple[str, str]]:
+    """(entity, prompt) per sample, built exactly as the predict stage builds them."""
+    from amlc.llm.sft import extractor_candidates, prompt_for
+
+    candidates = extractor_candidates()
+    rows = store_rows(folder, "SELECT s.entity, s.group_id, o.text FROM samples s "
+                              "JOIN ocr_results o ON o.image_id = s.image_id ORDER BY s.id")
+    return [(entity, prompt_for(entity, text or "", group, candidates)) for entity, group, text in rows]
+
+
+def bare_loop(model: Path, items: list[tuple[str, str]]) -> float:
+    """answers/s of llama-cpp-python's own loop, one thread, after loading the model."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(gguf, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
-    return sum(llm.create_completion(p, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0)["usage"]["completion_tokens"]
-               for _, p in items)
-
-
-def transformers_generate(merged: str, items: list[tuple[str, str]]) -> int:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(merged)
-    texts = hf_greedy(merged, [p for _, p in items], MAX_ANSWER_TOKENS)
-    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)  # +1: the EOS
+    llm = llama_cpp.Llama(str(model), n_ctx=2048, n_threads=1, n_threads_batch=1, verbose=False)
+    start = time.perf_counter()
+    for _, prompt in items:
+        llm.create_completion(prompt, max_tokens=MAX_TOKENS, temperature=0.0)
+    return len(items) / (time.perf_counter() - start)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gguf", required=True)
-    parser.add_argument("--merged", help="merged HF folder (skip transformers when absent)")
-    parser.add_argument("--data", required=True, help="SFT JSONL with prompt and entity")
-    parser.add_argument("--n", type=int, default=100, help="prompts")
-    parser.add_argument("--threads", type=int, default=1)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="a GGUF model")
+    parser.add_argument("--n", type=int, default=120, help="rows of photos.csv (default 120)")
+    parser.add_argument("--workers", default=f"1,{os.cpu_count()}", help="--llm-workers to time (default 1,cores)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the template work folder is kept")
     args = parser.parse_args()
-    items = [(r["entity"], r["prompt"]) for r in read_jsonl(args.data)[: args.n]]
-    runs = {"amlc predict": lambda: ours(args.gguf, items, args.threads),
-            "bare llama-cpp-python": lambda: bare(args.gguf, items, args.threads)}
-    if args.merged:
-        runs["transformers generate"] = lambda: transformers_generate(args.merged, items)
-    results = {name: timed(run) for name, run in runs.items()}
-    base_rate = len(items) / results["amlc predict"][0]
-    print(f"{len(items)} prompts, {args.threads} thread(s), model {args.gguf}")
-    print(f"{'path':24} {'seconds':>8} {'answers/s':>10} {'gen tok/s':>10} {'amlc faster by':>15}")
-    for name, (seconds, tokens) in results.items():
-        rate = len(items) / seconds
-        print(f"{name:24} {seconds:>8.2f} {rate:>10.2f} {tokens / seconds:>10.1f} {base_rate / rate:>14.2f}x")
+    folder = template(args.n, args.cache)
+    items = prompts(folder)
+    print(f"{len(items)} rows of photos.csv, model {args.model.name}; {machine()}")
 
+    rows = []
+    for workers in [int(w) for w in args.workers.split(",")]:
+        work = copy_store(folder, args.cache / "work")
+        command = ["predict", "--model", str(args.model), "--no-dashboard", "--llm-workers", str(workers)]
+        run = amlc(work, *command)
+        idle = amlc(work, *command)
+        rows.append((f"amlc predict, {workers} worker(s)", workers, run.seconds, idle.seconds, run.utilisation))
+    bare = bare_loop(args.model, items)
+    shutil.rmtree(args.cache / "work", ignore_errors=True)
+    print_scaling(len(items), "answers", rows, bare, "bare llama-cpp-python loop")
 
 if __name__ == "__main__":
     main()

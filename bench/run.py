@@ -1,0 +1,253 @@
+"""`amlc run` end to end, as a user runs it: download -> OCR -> rules (-> LLM with --model).
+
+    python bench/run.py [--urls 1000,5000] [--ocr-workers N] [--device cpu|cuda] [--model M.gguf]
+
+A local aiohttp server (tests/http_server.py, a subprocess) serves the 290 real test images; N
+URLs alias them with a distinct query string each, so every URL is its own download and its
+own OCR, and each carries the test.csv rows of its image (1.5 rows per image, as in the official
+file). For each N, `amlc run --exit-when-done` is timed as a subprocess on a fresh work folder and
+the table shows, per stage, the items done and their rate (from the store's job timestamps),
+then the CPU utilisation of amlc and its workers, their peak summed RSS (flat in N when the
+queues are bounded), and the projected wall time for the official test set on this machine.
+The baseline, run on the smallest N: the same command with one OCR worker.
+
+The helpers here (timing an amlc command with its workers' CPU and memory, copying a store) are
+shared by bench/ocr.py and bench/infer.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TEST_IMAGES = DATA / "test_images"
+OFFICIAL_IMAGES, OFFICIAL_ROWS = 90_666, 131_187
+HEADER = ["index", "image_link", "group_id", "entity_name"]
+
+
+# ---------------------------------------------------------------- shared helpers
+
+@dataclass
+class Timed:
+    seconds: float
+    cpu: float        # user + system seconds of amlc and every worker process it started
+    peak_rss_mb: float  # peak of their summed resident memory, sampled 4 times a second
+    output: str
+
+    @property
+    def utilisation(self) -> float:
+        """Share of all the machine's cores kept busy."""
+        return self.cpu / self.seconds / (os.cpu_count() or 1)
+
+
+def amlc(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Timed:
+    """Run `amlc --workdir W ARGS` as a subprocess; fail loudly if it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "amlc", "--workdir", str(workdir), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    peak = [0]
+    sampler = threading.Thread(target=_sample_rss, args=(proc, peak), daemon=True)
+    sampler.start()
+    output, _ = proc.communicate()
+    seconds = time.perf_counter() - start
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # workers are reaped by amlc, so counted
+    if proc.returncode != 0:
+        raise RuntimeError(f"amlc {' '.join(args)} failed ({proc.returncode}):\n{output[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timed(seconds, cpu, peak[0] / 1024, output)
+
+
+def _sample_rss(proc: subprocess.Popen, peak: list[int]) -> None:
+    while proc.poll() is None:
+        peak[0] = max(peak[0], sum(_rss_kb(pid) for pid in _tree(proc.pid)))
+        time.sleep(0.25)
+
+
+def _tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            pids += [p for child in (task / "children").read_text().split() for p in _tree(int(child))]
+        except OSError:
+            pass
+    return pids
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def copy_store(template: Path, into: Path) -> Path:
+    """A fresh copy of a prepared work folder (store and images), so each contender starts equal."""
+    shutil.rmtree(into, ignore_errors=True)
+    shutil.copytree(template, into, ignore=shutil.ignore_patterns("run.lock"))
+    return into
+
+
+def store_rows(workdir: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    with sqlite3.connect(f"file:{workdir / 'amlc.db'}?mode=ro", uri=True) as con:
+        return con.execute(sql, params).fetchall()
+
+
+def write_rows(path: Path, header: list[str], rows: list[list]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def print_scaling(items: int, unit: str, rows: list[tuple[str, int, float, float, float]],
+                  bare: float, bare_name: str) -> None:
+    """The scaling table of bench/ocr.py and bench/infer.py. rows: (name, workers, wall s,
+    start-up s, CPU utilisation); bare: the bare loop's rate, in `unit`s per second."""
+    one = next((items / (wall - idle) for _, w, wall, idle, _ in rows if w == 1), None)
+    print(f"{'contender':<30} {'wall s':>7} {'start s':>7} {unit + '/s':>9} {'net /s':>7} {'CPU':>5} "
+          f"{'vs 1 worker':>11} {'per core vs bare':>16}")
+    for name, workers, wall, idle, util in rows:
+        net = items / (wall - idle)
+        versus = f"{net / one:.2f}x" if one else "-"
+        print(f"{name:<30} {wall:>7.1f} {idle:>7.1f} {items / wall:>9.2f} {net:>7.2f} {100 * util:>4.0f}% "
+              f"{versus:>11} {net / max(workers, 1) / bare:>15.2f}x")
+    versus = f"{bare / one:.2f}x" if one else "-"
+    print(f"{bare_name:<30} {items / bare:>7.1f} {'':>7} {bare:>9.2f} {bare:>7.2f} {'':>5} {versus:>11} {1:>15.2f}x")
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start"
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h"
+
+
+# ---------------------------------------------------------------- this benchmark
+
+class Server:
+    """tests/http_server.py as a subprocess serving the real test images."""
+
+    def __init__(self) -> None:
+        cmd = [sys.executable, str(ROOT / "tests" / "http_server.py"), "--root", str(TEST_IMAGES), "--port", "0"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("serving "):
+            self.proc.kill()
+            raise RuntimeError(f"image server did not start: {line!r}")
+        self.base = line.split()[1]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def aliased_rows(base: str, urls: int) -> list[list]:
+    """`urls` distinct links cycling over the test images, each with its image's test.csv rows."""
+    by_image: dict[str, list[tuple[str, str]]] = {}
+    with (DATA / "test.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            name = row["image_link"].rsplit("/", 1)[-1]
+            if (TEST_IMAGES / name).is_file():
+                by_image.setdefault(name, []).append((row["group_id"], row["entity_name"]))
+    names = sorted(by_image)
+    rows: list[tuple[str, str, str]] = []
+    for k in range(urls):
+        name = names[k % len(names)]
+        rows += [(f"{base}/images/I/{name}?copy={k}", group, entity) for group, entity in by_image[name]]
+    return [[i, *row] for i, row in enumerate(rows)]
+
+
+def stage_rates(workdir: Path) -> dict[str, tuple[int, float]]:
+    """stage -> (items done, items per second between the first and the last one done)."""
+    rows = store_rows(workdir, "SELECT stage, count(*), min(updated_at), max(updated_at) FROM jobs "
+                               "WHERE state = 'done' GROUP BY stage")
+    return {stage: (n, (n - 1) / (last - first) if last > first else float("nan"))
+            for stage, n, first, last in rows}
+
+
+def run_once(base: str, urls: int, args: argparse.Namespace, ocr_workers: int | None) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix=f"amlc-run-{urls}-", dir=args.tmp))
+    try:
+        rows = aliased_rows(base, urls)
+        amlc(workdir, "ingest", str(write_rows(workdir / "in.csv", HEADER, rows)), "--split", "test")
+        extra = ["--ocr-device", args.device, "--ocr-engine", args.ocr_engine]
+        if ocr_workers is not None:
+            extra += ["--ocr-workers", str(ocr_workers)]
+        if args.model:
+            extra += ["--model", str(args.model)]
+            extra += ["--llm-workers", str(args.llm_workers)] if args.llm_workers is not None else []
+        timed = amlc(workdir, "run", "--exit-when-done", "--no-dashboard", "--concurrency", "32", *extra)
+        failed = store_rows(workdir, "SELECT stage, count(*) FROM jobs WHERE state != 'done' GROUP BY 1")
+        return {"urls": urls, "rows": len(rows), "workers": ocr_workers, "timed": timed,
+                "stages": stage_rates(workdir), "not_done": dict(failed)}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(result: dict, baseline: dict | None) -> None:
+    timed: Timed = result["timed"]
+    workers = "default" if result["workers"] is None else result["workers"]
+    print(f"\n{result['urls']} URLs, {result['rows']} rows, OCR workers {workers}: "
+          f"{timed.seconds:.0f} s wall, CPU {100 * timed.utilisation:.0f}% of the machine, "
+          f"peak RSS {timed.peak_rss_mb:.0f} MB (amlc and its workers, summed)")
+    if result["not_done"]:
+        print(f"  not done: {result['not_done']}")
+    print(f"  {'stage':<22} {'done':>7} {'per s':>8} {'official set at this rate':>26}")
+    for stage, (done, rate) in sorted(result["stages"].items(), key=lambda s: s[1][1]):
+        official = OFFICIAL_IMAGES if stage in ("fetch", "ocr") else OFFICIAL_ROWS
+        print(f"  {stage:<22} {done:>7} {rate:>8.2f} {hours(official / rate):>26}")
+    per_image = timed.seconds / result["urls"]
+    print(f"  end to end: {result['urls'] / timed.seconds:.2f} images/s -> official test set "
+          f"({OFFICIAL_IMAGES:,} images, {OFFICIAL_ROWS:,} rows) in {hours(OFFICIAL_IMAGES * per_image)}")
+    if baseline is not None:
+        print(f"  vs one OCR worker on the same URLs: {baseline['timed'].seconds / timed.seconds:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--urls", default="1000,5000", help="comma-separated URL counts (default 1000,5000)")
+    parser.add_argument("--ocr-workers", type=int, default=None, help="default: amlc's (one per core)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (OCR on the GPU)")
+    parser.add_argument("--ocr-engine", default=None, help="default: rapidocr on cpu, paddleocr on cuda")
+    parser.add_argument("--model", type=Path, default=None, help="a GGUF model: adds the predict stage")
+    parser.add_argument("--llm-workers", type=int, default=None)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the one-OCR-worker run")
+    parser.add_argument("--tmp", default=None, help="where the work folders go (default: system temp)")
+    args = parser.parse_args()
+    args.ocr_engine = args.ocr_engine or ("paddleocr" if args.device.startswith("cuda") else "rapidocr")
+    sizes = [int(n) for n in args.urls.split(",")]
+    print(f"amlc run, {args.ocr_engine} on {args.device}, model {args.model or 'none'}; {machine()}")
+    server = Server()
+    try:
+        baseline = None if args.no_baseline else run_once(server.base, min(sizes), args, 1)
+        if baseline is not None:
+            report(baseline, None)
+        for urls in sizes:
+            report(run_once(server.base, urls, args, args.ocr_workers), baseline if urls == min(sizes) else None)
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
