@@ -6,9 +6,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
-# Items a worker held when its process ended (segfault, OOM kill, os._exit): the stage records
-# this retryable error, so the job's retry budget counts the attempt.
-DIED = "process died while handling it"
+# Inputs a worker held when its process ended (segfault, OOM kill, os._exit) get DIED, the words
+# the store records for work a dead daemon held: retryable, so their budgets count the attempt.
+from ..jobs import DIED
 
 Handler = Callable[[Sequence[Any]], list[Any]]  # one output per input, in order
 
