@@ -42,8 +42,8 @@ EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": 
 
 @dataclass(frozen=True)
 class FetchConfig:
-    concurrency: int = 64          # open connections in all (TCPConnector limit)
-    per_host: int = 16             # open connections per host; the CDN is one host
+    concurrency: int = 128         # open connections in all (TCPConnector limit)
+    per_host: int = 128            # open connections per host; the CDN is one host
     connect_timeout: float = 10    # seconds to open a connection
     read_timeout: float = 30       # seconds of silence while waiting for headers or body bytes
     total_timeout: float = 300     # seconds for one attempt, so a slow drip cannot hold a slot forever

@@ -28,8 +28,9 @@ class RunConfig:
     exit_when_done: bool = False
     dashboard: bool = True           # live rich view; False prints log lines
     log_every: float = 10.0          # seconds between log lines without the dashboard
-    fetch_workers: int = 64          # concurrent downloads
-    per_host: int = 32               # concurrent downloads per host (one CDN host in practice)
+    fetch_workers: int = 128         # concurrent downloads
+    per_host: int = 128              # per host: the CDN is one host, so at 100 ms an answer this
+                                     # caps a run at ~1,280 images/s (32 capped it at 320)
     fetch_timeout: float = 30.0      # seconds of read silence before a download is retried
     ocr_engine: str = "rapidocr"
     ocr_batch: int = 8               # images per engine call

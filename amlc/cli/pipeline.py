@@ -32,9 +32,10 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
                    "amlc run keeps waiting for newly ingested rows.")
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
 @click.option("--log-every", default=10.0, show_default=True, help="Seconds between log lines.")
-@click.option("--concurrency", default=64, show_default=True, help="Concurrent downloads.")
-@click.option("--per-host", default=32, show_default=True,
-              help="Concurrent downloads per host (the image CDN is one host: raise both to go faster).")
+@click.option("--concurrency", default=128, show_default=True, help="Concurrent downloads.")
+@click.option("--per-host", default=128, show_default=True,
+              help="Concurrent downloads per host (the image CDN is one host, so this caps the "
+                   "rate at about per-host / latency images/s).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds of silence before a download is retried.")
 @click.option("--local-images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of images already on disk: used instead of downloading where a regular "
@@ -74,7 +75,7 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
     Examples:
       amlc run                                  # keeps running, picks up new ingests
       amlc run --exit-when-done --no-dashboard  # for scripts
-      amlc run --stages fetch --concurrency 128
+      amlc run --stages fetch --concurrency 256 --per-host 256
     """
     config = RunConfig(stages=stages, exit_when_done=exit_when_done, dashboard=not no_dashboard,
                        log_every=log_every, fetch_workers=concurrency, per_host=per_host,
