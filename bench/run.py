@@ -179,11 +179,13 @@ def aliased_rows(base: str, urls: int) -> list[list]:
 
 
 def stage_rates(workdir: Path) -> dict[str, tuple[int, float]]:
-    """stage -> (items done, items per second between the first and the last one done)."""
-    rows = store_rows(workdir, "SELECT stage, count(*), min(updated_at), max(updated_at) FROM jobs "
-                               "WHERE state = 'done' GROUP BY stage")
-    return {stage: (n, (n - 1) / (last - first) if last > first else float("nan"))
-            for stage, n, first, last in rows}
+    """stage -> (items done, items per second from the first batch's start to the last's end:
+    engines loading before it are left out). Stages that do not record starts (fetch) count
+    from their first item done."""
+    rows = store_rows(workdir, "SELECT stage, count(*), min(coalesce(started_at, updated_at)), "
+                               "max(updated_at), count(started_at) FROM jobs WHERE state = 'done' GROUP BY stage")
+    return {stage: (n, (n if started else n - 1) / (last - first) if last > first else float("nan"))
+            for stage, n, first, last, started in rows}
 
 
 def run_once(base: str, urls: int, args: argparse.Namespace, ocr_workers: int | None) -> dict:
