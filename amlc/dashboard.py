@@ -36,6 +36,8 @@ class StageCounts:
 
 
 async def store_counts(reader: aiosqlite.Connection) -> dict[str, StageCounts]:
+    """Jobs per stage and state, from the counts the schema's triggers keep (the stage_counts
+    view): a few rows to read at every refresh, whatever the size of the store."""
     counts: dict[str, StageCounts] = {}
     for row in await fetch_all(reader, "SELECT stage, state, n FROM stage_counts"):
         setattr(counts.setdefault(row["stage"], StageCounts()), row["state"], row["n"])
