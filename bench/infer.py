@@ -20,10 +20,9 @@ import argparse
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
-from run import DATA, amlc, copy_store, machine, print_scaling, store_rows
+from run import DATA, amlc, copy_store, machine, print_scaling, store_rows, timed_loop
 
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "amlc-bench-infer"
 MAX_TOKENS = 24
@@ -55,15 +54,13 @@ def prompts(folder: Path) -> list[tuple[str, str]]:
     return [(entity, prompt_for(entity, text or "", group, candidates)) for entity, group, text in rows]
 
 
-def bare_loop(model: Path, items: list[tuple[str, str]]) -> float:
-    """answers/s of llama-cpp-python's own loop, one thread, after loading the model."""
+def bare_loop(model: Path, items: list[tuple[str, str]]) -> tuple[float, float]:
+    """(answers/s, CPU seconds per answer) of llama-cpp-python's own loop, one thread, after
+    loading the model."""
     import llama_cpp
 
     llm = llama_cpp.Llama(str(model), n_ctx=2048, n_threads=1, n_threads_batch=1, verbose=False)
-    start = time.perf_counter()
-    for _, prompt in items:
-        llm.create_completion(prompt, max_tokens=MAX_TOKENS, temperature=0.0)
-    return len(items) / (time.perf_counter() - start)
+    return timed_loop(items, lambda item: llm.create_completion(item[1], max_tokens=MAX_TOKENS, temperature=0.0))
 
 
 def main() -> None:
@@ -82,11 +79,11 @@ def main() -> None:
         work = copy_store(folder, args.cache / "work")
         command = ["predict", "--model", str(args.model), "--no-dashboard", "--llm-workers", str(workers)]
         run = amlc(work, *command)
-        idle = amlc(work, *command)
-        rows.append((f"amlc predict, {workers} worker(s)", workers, run.seconds, idle.seconds, run.utilisation))
+        rows.append((f"amlc predict, {workers} worker(s)", workers, run, amlc(work, *command)))
     bare = bare_loop(args.model, items)
     shutil.rmtree(args.cache / "work", ignore_errors=True)
     print_scaling(len(items), "answers", rows, bare, "bare llama-cpp-python loop")
+
 
 if __name__ == "__main__":
     main()

@@ -1,134 +1,180 @@
-"""OCR backends side by side on real product images: latency, pipeline throughput, our overhead.
+"""OCR throughput through `amlc run --stages ocr`: 1 worker vs N workers vs a bare engine loop.
 
-    python bench/ocr.py [--n 40] [--engines rapidocr,paddleocr] [--batch 4] [--device cpu]
+    python bench/ocr.py [--n 80] [--workers 1,2] [--engine rapidocr] [--device cpu] [--cache DIR]
 
-For each backend, on the same N images:
-  latency   engine.read([image]) one image at a time: mean, p50, p90 seconds;
-  pipeline  images/s through engine.read run in one worker thread, fed by an asyncio producer
-            through a bounded queue, as the daemon runs it;
-  bare      images/s of a plain loop calling the library itself on the file paths;
-  ratio     bare / pipeline: what our decoding, preprocessing and plumbing cost.
+The same N real images (half from ../shared/data/test_images, half full-size product photos from
+../shared/data/photos) are downloaded once into a template work folder (`amlc run --stages fetch
+--local-images`); each contender then OCRs a fresh copy of it:
+  amlc, K workers  `amlc run --stages ocr --ocr-workers K` as a subprocess, timed whole; its
+                   start-up (the same command on the finished copy: engines load, nothing to do)
+                   is printed apart and taken out of the "net" rate;
+  bare loop        one engine (same backend, preprocessing and one thread) in this process,
+                   engine.read([image]) image after image: no store, queues or processes.
+Ratios: each contender against one amlc worker, and per core against the bare loop
+(net images/s / K / bare images/s; 1.0 means the pool costs nothing and scales perfectly).
+
+--backend ray adds, for each K, `amlc run ... --ray ADDRESS --ocr-workers K`: K OCR actors on a
+Ray cluster this script starts on 127.0.0.1 (every core, no dashboard) and stops at the end, the
+images travelling to them as bytes through Ray's object store; its CPU column adds what the
+cluster's processes used meanwhile. The last lines give Ray's net rate over the local pool's.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import statistics
-import time
-from concurrent.futures import ThreadPoolExecutor
+import shutil
+import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Callable
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # the machine is shared; onnxruntime uses 1 thread
+from run import (DATA, HEADER, Timed, _tree, amlc, copy_store, machine, print_scaling, store_rows, timed_loop,
+                 write_rows)
 
-from amlc.ocr import OcrEngine, Preprocess, load_engine  # noqa: E402
-
-IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "test_images"
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "amlc-bench-ocr"
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+def pick_images(n: int) -> list[Path]:
+    """n real images, spread over both folders: half test images, half full-size photos."""
+    tests, photos = sorted((DATA / "test_images").glob("*.jpg")), sorted((DATA / "photos").glob("*.jpg"))
+    half = n // 2
+    return tests[:: max(1, len(tests) // half)][:half] + photos[:: max(1, len(photos) // (n - half))][: n - half]
 
 
-def latency(engine: OcrEngine, paths: list[Path]) -> dict[str, float]:
-    times, lines, nonempty = [], 0, 0
-    for path in paths:
-        start = time.perf_counter()
-        [result] = engine.read([path])
-        times.append(time.perf_counter() - start)
-        lines += len(result.lines)
-        nonempty += bool(result.lines)
-    return {
-        "mean": statistics.fmean(times), "p50": percentile(times, 0.5),
-        "p90": percentile(times, 0.9), "lines": lines / len(paths),
-        "nonempty": nonempty / len(paths),
-    }
+def template(images: list[Path], cache: Path) -> Path:
+    """A work folder holding the images fetched and their ocr jobs pending (made once, reused)."""
+    folder = cache / f"template-{len(images)}"
+    if (folder / "ready").exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    local = folder / "local"
+    local.mkdir(parents=True)
+    for image in images:  # one folder of local images, as --local-images wants
+        shutil.copyfile(image, local / image.name)
+    rows = [[i, f"https://bench.invalid/images/I/{p.name}", "1", "item_weight"] for i, p in enumerate(images)]
+    amlc(folder, "ingest", str(write_rows(folder / "in.csv", HEADER, rows)), "--split", "bench")
+    amlc(folder, "run", "--stages", "fetch", "--exit-when-done", "--no-dashboard", "--local-images", str(local))
+    (folder / "ready").touch()
+    return folder
 
 
-async def pipeline(engine: OcrEngine, paths: list[Path], batch: int, depth: int = 8) -> float:
-    """images/s: producer -> bounded queue -> one OCR worker thread calling engine.read."""
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=depth)
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr")
-    loop = asyncio.get_running_loop()
-
-    async def produce() -> None:
-        for path in paths:
-            await queue.put(await asyncio.to_thread(path.read_bytes))
-        await queue.put(None)
-
-    async def consume() -> int:
-        done, finished = 0, False
-        while not finished:
-            items = [await queue.get()]
-            while len(items) < batch and not queue.empty():
-                items.append(queue.get_nowait())
-            finished = items[-1] is None
-            images = [item for item in items if item is not None]
-            if images:
-                done += len(await loop.run_in_executor(worker, engine.read, images))
-        return done
-
-    start = time.perf_counter()
-    _, done = await asyncio.gather(produce(), consume())
-    elapsed = time.perf_counter() - start
-    worker.shutdown()
-    assert done == len(paths)
-    return len(paths) / elapsed
+def through_amlc(folder: Path, workers: int, args: argparse.Namespace, ray: str | None = None) -> tuple[Timed, Timed]:
+    """(the OCR run, the same command again on the finished store: start-up and shut-down only)."""
+    command = ["run", "--stages", "ocr", "--exit-when-done", "--no-dashboard", "--ocr-workers", str(workers),
+               "--ocr-engine", args.engine, "--ocr-device", args.device]
+    command += ["--ray", ray] if ray else []
+    command += ["--ocr-batch", str(args.batch)] if args.batch else []
+    timed = amlc(folder, *command)
+    left = store_rows(folder, "SELECT count(*) FROM jobs WHERE stage = 'ocr' AND state != 'done'")[0][0]
+    if left:
+        raise RuntimeError(f"{left} OCR jobs not done:\n{timed.output[-2000:]}")
+    return timed, amlc(folder, *command)
 
 
-def bare_call(engine: Any) -> Callable[[Path], Any]:
-    """The library's own entry point on a file path, with the engine's settings and sessions."""
-    if engine.name == "rapidocr":
-        return lambda path: engine.ocr(str(path))
-    return lambda path: list(engine.ocr.predict(str(path)))
+def through_ray(folder: Path, workers: int, args: argparse.Namespace, address: str) -> tuple[Timed, Timed]:
+    """through_amlc on the Ray cluster, the CPU its processes (the actors) used counted in."""
+    with ClusterCpu() as cluster:
+        run, idle = through_amlc(folder, workers, args, address)
+    run.cpu += cluster.seconds  # with the idle run's engine loads: a second or two
+    return run, idle
 
 
-def bare(engine: OcrEngine, paths: list[Path]) -> float:
-    call = bare_call(engine)
-    start = time.perf_counter()
-    for path in paths:
-        call(path)
-    return len(paths) / (time.perf_counter() - start)
+class ClusterCpu(threading.Thread):
+    """CPU seconds of the Ray processes this script started, read 4 times a second while they
+    live: Ray reaps a killed actor without its CPU time reaching any parent's account."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.ticks: dict[int, int] = {}
+        self.start_ticks = self._read()
+        self.stop = threading.Event()
+
+    def __enter__(self) -> "ClusterCpu":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.join()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.25):
+            self.ticks.update(self._read())
+
+    @property
+    def seconds(self) -> float:
+        used = sum(t - self.start_ticks.get(pid, 0) for pid, t in self.ticks.items())
+        return used / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _read() -> dict[int, int]:
+        ticks = {}
+        for pid in _tree(os.getpid())[1:]:
+            try:
+                if b"\0-m\0amlc\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue  # the driver: counted as amlc's own
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks
 
 
-def run(name: str, paths: list[Path], args: argparse.Namespace) -> dict[str, float]:
-    start = time.perf_counter()
-    engine = load_engine(name, preprocess=Preprocess(max_side=args.max_side), device=args.device)
-    loaded = time.perf_counter() - start
-    engine.read(paths[:1])  # warm-up: first run allocates onnxruntime buffers
-    row = {"load_s": loaded, **latency(engine, paths)}
-    row["pipeline"] = asyncio.run(pipeline(engine, paths, args.batch))
-    row["bare"] = bare(engine, paths)
-    row["ratio"] = row["bare"] / row["pipeline"]
-    return row
+def bare_loop(paths: list[Path], args: argparse.Namespace) -> tuple[float, float]:
+    """(images/s, CPU seconds per image) of one engine reading image after image in this
+    process, after a warm-up."""
+    from amlc.ocr import load_engine
+
+    engine = load_engine(args.engine, device=args.device)
+    engine.read(paths[:1])
+    return timed_loop(paths, lambda path: engine.read([path]))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--n", type=int, default=40, help="images to use (default 40)")
-    parser.add_argument("--engines", default="rapidocr,paddleocr")
-    parser.add_argument("--images", type=Path, default=IMAGES)
-    parser.add_argument("--batch", type=int, default=4, help="images per engine.read in the pipeline")
-    parser.add_argument("--max-side", type=int, default=Preprocess().max_side)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=80, help="images (default 80)")
+    parser.add_argument("--workers", default=f"1,{os.cpu_count()}", help="worker counts to time (default 1,cores)")
+    parser.add_argument("--engine", default="rapidocr")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=None, help="--ocr-batch (default: amlc's)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the template work folder is kept")
+    parser.add_argument("--backend", choices=["local", "ray"], default="local",
+                        help="ray: also each worker count as actors on a local Ray cluster (the ray extra)")
     args = parser.parse_args()
-    paths = sorted(args.images.glob("*.jpg"))[: args.n]
-    print(f"{len(paths)} images from {args.images}, device {args.device}, batch {args.batch}, "
-          f"max_side {args.max_side}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    rows = {name: run(name, paths, args) for name in args.engines.split(",")}
-    head = (f"{'engine':<10} {'load s':>7} {'mean s':>7} {'p50 s':>7} {'p90 s':>7} {'lines':>6} "
-            f"{'text%':>6} {'pipe img/s':>10} {'bare img/s':>10} {'bare/pipe':>9}")
-    print(head)
-    print("-" * len(head))
-    for name, r in rows.items():
-        print(f"{name:<10} {r['load_s']:7.2f} {r['mean']:7.3f} {r['p50']:7.3f} {r['p90']:7.3f} "
-              f"{r['lines']:6.1f} {100 * r['nonempty']:6.0f} {r['pipeline']:10.2f} {r['bare']:10.2f} "
-              f"{r['ratio']:9.2f}")
+    images = pick_images(args.n)
+    folder = template(images, args.cache)
+    stored = [folder / p for (p,) in store_rows(folder, "SELECT path FROM images ORDER BY id")]
+    print(f"{len(images)} images ({args.n // 2} test images, {len(images) - args.n // 2} photos), "
+          f"{args.engine} on {args.device}, --ocr-batch {args.batch or 'default'}; {machine()}")
 
+    rows = []
+    leave, address = start_ray() if args.backend == "ray" else (None, None)
+    try:
+        for workers in [int(w) for w in args.workers.split(",")]:
+            run, idle = through_amlc(copy_store(folder, args.cache / "work"), workers, args)
+            rows.append((f"amlc run, {workers} worker(s)", workers, run, idle))
+            if address:
+                run, idle = through_ray(copy_store(folder, args.cache / "work"), workers, args, address)
+                rows.append((f"amlc run --ray, {workers} actor(s)", workers, run, idle))
+    finally:
+        if leave:
+            leave()
+    bare = bare_loop(stored, args)
+    shutil.rmtree(args.cache / "work", ignore_errors=True)
+    print_scaling(len(images), "img", rows, bare, "bare loop, 1 engine")
+    for (_, workers, run, idle), (_, _, ray_run, ray_idle) in zip(rows[::2], rows[1::2] if address else []):
+        print(f"Ray vs the local pool at {workers} worker(s): net "
+              f"{(run.seconds - idle.seconds) / (ray_run.seconds - ray_idle.seconds):.2f}x")
+
+
+def start_ray() -> tuple[object, str]:
+    """A Ray cluster on 127.0.0.1 for the whole benchmark: (what stops it, its address)."""
+    from amlc.workers.ray import connect
+
+    leave = connect("local")
+    import ray
+
+    return leave, ray.get_runtime_context().gcs_address
 
 if __name__ == "__main__":
     main()

@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -119,20 +120,33 @@ def write_rows(path: Path, header: list[str], rows: list[list]) -> Path:
     return path
 
 
-def print_scaling(items: int, unit: str, rows: list[tuple[str, int, float, float, float]],
-                  bare: float, bare_name: str) -> None:
-    """The scaling table of bench/ocr.py and bench/infer.py. rows: (name, workers, wall s,
-    start-up s, CPU utilisation); bare: the bare loop's rate, in `unit`s per second."""
-    one = next((items / (wall - idle) for _, w, wall, idle, _ in rows if w == 1), None)
+def timed_loop(items: list, call: Callable[[Any], Any]) -> tuple[float, float]:
+    """A bare loop in this process: (items per second, CPU seconds per item)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    for item in items:
+        call(item)
+    return len(items) / (time.perf_counter() - start), (time.process_time() - cpu) / len(items)
+
+
+def print_scaling(items: int, unit: str, rows: list[tuple[str, int, Timed, Timed]],
+                  bare: tuple[float, float], bare_name: str) -> None:
+    """The scaling table of bench/ocr.py and bench/infer.py. rows: (name, workers, the run, the
+    same command on the finished store: start-up only); bare: the bare loop's (items/s, CPU
+    seconds per item). "net" leaves start-up out; CPU s/item (start-up's CPU left out too) does
+    not depend on what else the machine runs, wall time does."""
+    bare_rate, bare_cpu = bare
+    one = next((items / (run.seconds - idle.seconds) for _, w, run, idle in rows if w == 1), None)
     print(f"{'contender':<30} {'wall s':>7} {'start s':>7} {unit + '/s':>9} {'net /s':>7} {'CPU':>5} "
-          f"{'vs 1 worker':>11} {'per core vs bare':>16}")
-    for name, workers, wall, idle, util in rows:
-        net = items / (wall - idle)
+          f"{'CPU s/' + unit:>11} {'vs 1 worker':>11} {'per core vs bare':>16}")
+    for name, workers, run, idle in rows:
+        net = items / (run.seconds - idle.seconds)
         versus = f"{net / one:.2f}x" if one else "-"
-        print(f"{name:<30} {wall:>7.1f} {idle:>7.1f} {items / wall:>9.2f} {net:>7.2f} {100 * util:>4.0f}% "
-              f"{versus:>11} {net / max(workers, 1) / bare:>15.2f}x")
-    versus = f"{bare / one:.2f}x" if one else "-"
-    print(f"{bare_name:<30} {items / bare:>7.1f} {'':>7} {bare:>9.2f} {bare:>7.2f} {'':>5} {versus:>11} {1:>15.2f}x")
+        print(f"{name:<30} {run.seconds:>7.1f} {idle.seconds:>7.1f} {items / run.seconds:>9.2f} {net:>7.2f} "
+              f"{100 * run.utilisation:>4.0f}% {(run.cpu - idle.cpu) / items:>11.3f} {versus:>11} "
+              f"{net / max(workers, 1) / bare_rate:>15.2f}x")
+    versus = f"{bare_rate / one:.2f}x" if one else "-"
+    print(f"{bare_name:<30} {items / bare_rate:>7.1f} {'':>7} {bare_rate:>9.2f} {bare_rate:>7.2f} {'':>5} "
+          f"{bare_cpu:>11.3f} {versus:>11} {1:>15.2f}x")
 
 
 def machine() -> str:
@@ -144,23 +158,6 @@ def hours(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------- this benchmark
-
-class Server:
-    """tests/http_server.py as a subprocess serving the real test images."""
-
-    def __init__(self) -> None:
-        cmd = [sys.executable, str(ROOT / "tests" / "http_server.py"), "--root", str(TEST_IMAGES), "--port", "0"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line.startswith("serving "):
-            self.proc.kill()
-            raise RuntimeError(f"image server did not start: {line!r}")
-        self.base = line.split()[1]
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
 
 def aliased_rows(base: str, urls: int) -> list[list]:
     """`urls` distinct links cycling over the test images, each with its image's test.csv rows."""
@@ -199,7 +196,7 @@ def run_once(base: str, urls: int, args: argparse.Namespace, ocr_workers: int | 
         if args.model:
             extra += ["--model", str(args.model)]
             extra += ["--llm-workers", str(args.llm_workers)] if args.llm_workers is not None else []
-        timed = amlc(workdir, "run", "--exit-when-done", "--no-dashboard", "--concurrency", "32", *extra)
+        timed = amlc(workdir, "run", "--exit-when-done", "--no-dashboard", *extra)
         failed = store_rows(workdir, "SELECT stage, count(*) FROM jobs WHERE state != 'done' GROUP BY 1")
         return {"urls": urls, "rows": len(rows), "workers": ocr_workers, "timed": timed,
                 "stages": stage_rates(workdir), "not_done": dict(failed)}
@@ -240,7 +237,9 @@ def main() -> None:
     args.ocr_engine = args.ocr_engine or ("paddleocr" if args.device.startswith("cuda") else "rapidocr")
     sizes = [int(n) for n in args.urls.split(",")]
     print(f"amlc run, {args.ocr_engine} on {args.device}, model {args.model or 'none'}; {machine()}")
-    server = Server()
+    from fetch import Corpus, Server  # bench/fetch.py's: tests/http_server.py as a subprocess
+
+    server = Server(Corpus(TEST_IMAGES, [], []), latency_ms=0.0)
     try:
         baseline = None if args.no_baseline else run_once(server.base, min(sizes), args, 1)
         if baseline is not None:
