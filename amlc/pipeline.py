@@ -33,10 +33,11 @@ class RunConfig:
                                      # caps a run at ~1,280 images/s (32 capped it at 320)
     fetch_timeout: float = 30.0      # seconds of read silence before a download is retried
     ocr_engine: str = "rapidocr"
-    ocr_batch: int = 8               # images per engine call
+    ocr_batch: int | None = None     # images per engine call; None: per device
     ocr_device: str = "cpu"          # "cuda" runs OCR on the GPU (onnxruntime-gpu)
     ocr_max_side: int | None = 1280  # shrink larger images to this longer side before OCR
     ocr_autocontrast: bool = False   # stretch faded labels' contrast before OCR
+    ocr_workers: int | None = None   # OCR processes (0: one engine in a thread); None: per device
     max_attempts: int = 4            # tries per item and stage before it is marked failed
     backoff_base: float = 2.0        # seconds before a failed item is retried; doubles per try
     lease_seconds: float = 600.0     # a claim older than this belongs to a dead worker
@@ -46,6 +47,9 @@ class RunConfig:
     model: Path | None = None        # a GGUF model for the predict stage
     predict_split: str | None = None # answer only this split's samples with the model
     fallback: bool = True            # keep the rules' answer where the model abstains
+    llm_workers: int | None = None   # llama.cpp processes (0: in a thread); None: per device
+    gpu_layers: int | None = None    # layers offloaded to the GPU (-1 all); None: all if it can
+    llm_batch: int | None = None     # rows a llama.cpp worker decodes together; None: per device
 
 
 async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitStack) -> list[Any]:
@@ -61,18 +65,34 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
         fetcher = await stack.enter_async_context(Fetcher(workdir.images, fetch_config))
         stages.append(FetchStage(fetcher, config.fetch_workers, policy, config.local_images))
     if "ocr" in config.stages:
-        from .ocr import Preprocess, load_engine
+        from .ocr import OcrSpec, Preprocess, default_ocr_batch, default_ocr_workers
         preprocess = Preprocess(max_side=config.ocr_max_side, autocontrast=config.ocr_autocontrast)
-        engine = load_engine(config.ocr_engine, preprocess=preprocess, device=config.ocr_device)
-        stages.append(OcrStage(engine, config.ocr_batch, policy))
+        spec = OcrSpec(config.ocr_engine, config.ocr_device, preprocess)
+        workers = default_ocr_workers(config.ocr_device) if config.ocr_workers is None else config.ocr_workers
+        batch = default_ocr_batch(config.ocr_device) if config.ocr_batch is None else config.ocr_batch
+        stages.append(OcrStage(await _start_pool(spec, workers, stack), batch, policy))
     if "extract" in config.stages:
         from .extract import Extractor
         stages.append(ExtractStage(Extractor.load(), config.ocr_engine, policy))
     if "predict" in config.stages and config.model is not None:
+        from .llm.infer import LlmSpec, default_llm_workers, default_parallel, offloads
         from .predict import PredictStage
-        stages.append(PredictStage(config.model, config.ocr_engine, policy, config.predict_split,
-                                   config.fallback))
+        gpu = offloads(config.gpu_layers)
+        spec = LlmSpec(str(config.model), gpu_layers=config.gpu_layers,
+                       parallel=config.llm_batch or default_parallel(gpu))
+        workers = default_llm_workers(gpu) if config.llm_workers is None else config.llm_workers
+        pool = await _start_pool(spec, workers, stack)
+        stages.append(PredictStage(config.model, pool, config.ocr_engine, policy, config.predict_split,
+                                   config.fallback, max(PredictStage.batch, spec.parallel)))
     return stages
+
+
+async def _start_pool(spec: Any, workers: int, stack: AsyncExitStack) -> Any:
+    """Engines load in their workers at once, off the event loop; the pool closes with the run."""
+    from .workers import make_pool
+    pool = await asyncio.to_thread(make_pool, spec, workers)
+    stack.callback(pool.close)
+    return pool
 
 
 async def run_pipeline(workdir: Workdir, config: RunConfig) -> Engine:

@@ -19,6 +19,7 @@ import aiosqlite
 from .jobs import Claimed, RetryPolicy
 from .stages import Outcome, id_list
 from .store import fetch_all
+from .workers import Failed, WorkerPool
 
 ENQUEUE_SQL = """
 INSERT OR IGNORE INTO jobs(stage, item_id)
@@ -36,12 +37,10 @@ WHERE s.id IN ({ids})
 
 
 class PredictStage:
-    workers = 1   # one llama.cpp context; it is not shared between threads
     batch = 16    # samples per worker call, so identical prompts within it are decoded once
 
-    def __init__(self, model_path: Path, ocr_engine: str, policy: RetryPolicy, split: str | None = None,
-                 fallback: bool = True, n_threads: int = 1) -> None:
-        from .llm.infer import load_engine
+    def __init__(self, model_path: Path, pool: WorkerPool, ocr_engine: str, policy: RetryPolicy,
+                 split: str | None = None, fallback: bool = True, batch: int | None = None) -> None:
         from .llm.sft import extractor_candidates
 
         self.source = model_path.stem
@@ -50,7 +49,9 @@ class PredictStage:
         self.policy = policy
         self.split = split
         self.fallback = fallback
-        self.llm = load_engine(str(model_path), n_threads=n_threads)
+        self.pool = pool  # llama.cpp engines (amlc.llm.infer.LlmSpec) in processes or a thread
+        self.workers = pool.size  # one batch in flight per engine
+        self.batch = batch or self.batch  # at least the rows a worker decodes together
         self.candidates = extractor_candidates()
 
     async def enqueue(self, conn: aiosqlite.Connection) -> int:
@@ -61,21 +62,23 @@ class PredictStage:
     async def prepare(self, reader, items):
         rows = {r["id"]: r for r in await fetch_all(
             reader, INPUTS_SQL.format(ids=id_list(items)), (self.ocr_engine,))}
-        return [(item, rows[item.item_id]) for item in items]
+        # Same-entity rows side by side: a worker's batch then shares more prompt prefix.
+        return sorted(((item, rows[item.item_id]) for item in items), key=lambda t: t[1]["entity"])
 
     async def process(self, tasks):
-        return await asyncio.to_thread(self._answer, tasks)
-
-    def _answer(self, tasks: list[tuple[Claimed, Any]]) -> list[Outcome]:
-        from .llm.infer import answer_items
-        from .llm.sft import prompt_for
-
-        items = [(row["entity"], prompt_for(row["entity"], row["text"] or "", row["group_id"], self.candidates))
-                 for _, row in tasks]
-        answers = answer_items(self.llm, items)
+        items = await asyncio.to_thread(self._prompts, tasks)
+        answers = await self.pool.run(items)
         return [self._outcome(item, row, answer) for (item, row), answer in zip(tasks, answers)]
 
-    def _outcome(self, item: Claimed, row: Any, answer: str) -> Outcome:
+    def _prompts(self, tasks: list[tuple[Claimed, Any]]) -> list[tuple[str, str]]:
+        from .llm.sft import prompt_for
+
+        return [(row["entity"], prompt_for(row["entity"], row["text"] or "", row["group_id"], self.candidates))
+                for _, row in tasks]
+
+    def _outcome(self, item: Claimed, row: Any, answer: str | Failed) -> Outcome:
+        if isinstance(answer, Failed):
+            return Outcome(item, error=answer.error, retryable=answer.retryable)
         detail: dict[str, str] = {"model": self.source}
         if not answer and self.fallback and row["rules"]:
             answer, detail["fallback"] = row["rules"], "rules"

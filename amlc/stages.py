@@ -21,6 +21,7 @@ from .jobs import Claimed, RetryPolicy, done_statement, failure_statement
 from .localfiles import is_local_copy
 from .ocr.base import OcrResult
 from .store import fetch_all
+from .workers.base import Failed, WorkerPool
 from .writer import Statement
 
 
@@ -94,10 +95,10 @@ class FetchStage:
 
 class OcrStage:
     name = "ocr"
-    workers = 1  # one engine; it batches internally and is not shared between threads
 
-    def __init__(self, engine: Any, batch: int, policy: RetryPolicy) -> None:
-        self.engine = engine  # an amlc.ocr engine: read(paths) -> list[OcrResult]
+    def __init__(self, pool: WorkerPool, batch: int, policy: RetryPolicy) -> None:
+        self.pool = pool  # OCR engines (amlc.ocr.OcrSpec) in worker processes, or one in a thread
+        self.workers = pool.size  # one batch in flight per engine
         self.batch = batch
         self.policy = policy
         self.calls = 0  # images handed to the engine, for tests and the dashboard
@@ -108,19 +109,16 @@ class OcrStage:
         return [(item, paths[item.item_id]) for item in items]
 
     async def process(self, tasks):
-        try:
-            results = await self._read([path for _, path in tasks])
-        except Exception:
-            if len(tasks) == 1:
-                raise
-            # one bad image must not fail its batch: retry them one by one
-            return [outcome for task in tasks for outcome in await self.process([task])]
-        return [Outcome(item, [self._record(item, result)]) for (item, _), result in zip(tasks, results)]
+        self.calls += len(tasks)
+        # Decoding and OCR happen in the pool's workers, off the event loop; a batch that fails
+        # as a whole is re-run there one image at a time, so one bad image fails alone.
+        results = await self.pool.run([path for _, path in tasks])
+        return [self._outcome(item, result) for (item, _), result in zip(tasks, results)]
 
-    async def _read(self, paths: list[str]) -> list[Any]:
-        self.calls += len(paths)
-        # OCR is CPU/GPU bound: a worker thread keeps the event loop (downloads) moving
-        return await asyncio.to_thread(self.engine.read, paths)
+    def _outcome(self, item: Claimed, result: Any) -> Outcome:
+        if isinstance(result, Failed):
+            return Outcome(item, error=result.error, retryable=result.retryable)
+        return Outcome(item, [self._record(item, result)])
 
     def _record(self, item: Claimed, result: Any) -> Statement:
         return ("INSERT OR REPLACE INTO ocr_results(image_id, engine, lines, text, preprocess, "

@@ -16,6 +16,23 @@ from .common import console, run_async, using_store, workdir
 existing_gguf = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
+def llm_options(command: click.Command) -> click.Command:
+    """--llm-workers, --llm-batch and --gpu-layers, shared by `amlc run --model` and `amlc predict`."""
+    command = click.option(
+        "--llm-batch", type=click.IntRange(min=1), default=None,
+        help="Rows one llama.cpp worker decodes together, each under its own grammar. "
+             "Default: 64 when the model is offloaded to a GPU, else 1 (rows one by one, "
+             "reusing shared prompt prefixes).")(command)
+    command = click.option(
+        "--gpu-layers", type=int, default=None,
+        help="Model layers offloaded to the GPU (-1: all). Default: all when llama.cpp was built "
+             "with GPU support, else 0.")(command)
+    return click.option(
+        "--llm-workers", type=click.IntRange(min=0), default=None,
+        help="llama.cpp processes of one thread each (0: one engine inside this process). "
+             "Default: one per core on a CPU, 2 when the model is offloaded to a GPU.")(command)
+
+
 def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     names = tuple(s.strip() for s in value.split(",") if s.strip())
     unknown = [s for s in names if s not in ALL_STAGES]
@@ -45,12 +62,16 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
               help="Quick retries inside one download attempt (transient HTTP errors, timeouts).")
 @click.option("--ocr-engine", type=click.Choice(["rapidocr", "paddleocr"]), default="rapidocr", show_default=True,
               help="rapidocr: the light CPU default; paddleocr: the GPU path.")
-@click.option("--ocr-batch", default=8, show_default=True, help="Images per OCR engine call.")
+@click.option("--ocr-batch", type=click.IntRange(min=1), default=None,
+              help="Images per OCR engine call. Default: 2 on a CPU, 16 on a GPU.")
 @click.option("--ocr-device", default="cpu", show_default=True,
               help="cpu, or cuda / cuda:N for the GPU (needs the gpu extra's onnxruntime-gpu).")
 @click.option("--ocr-max-side", default=1280, show_default=True,
               help="Shrink images whose longer side exceeds this many pixels before OCR (0: never).")
 @click.option("--ocr-autocontrast", is_flag=True, help="Stretch the contrast of faded labels before OCR.")
+@click.option("--ocr-workers", type=click.IntRange(min=0), default=None,
+              help="OCR processes, one engine and one thread each (0: one engine inside this "
+                   "process). Default: one per core on a CPU, 4 per GPU with --ocr-device cuda.")
 @click.option("--max-attempts", default=4, show_default=True,
               help="Tries per item and stage before it is marked failed; each try of a download "
                    "makes up to 1 + --fetch-retries requests.")
@@ -58,12 +79,14 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.option("--retry-failed", is_flag=True, help="Give failed items a fresh retry budget first.")
 @click.option("--model", type=existing_gguf, default=None,
               help="A GGUF model: adds the predict stage (llama.cpp) after the rules.")
+@llm_options
 @click.pass_context
 def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: bool, no_dashboard: bool,
                 log_every: float, concurrency: int, per_host: int, timeout: float,
-                local_images: Path | None, fetch_retries: int, ocr_engine: str, ocr_batch: int,
+                local_images: Path | None, fetch_retries: int, ocr_engine: str, ocr_batch: int | None,
                 ocr_device: str, ocr_max_side: int, ocr_autocontrast: bool, max_attempts: int,
-                backoff: float, retry_failed: bool, model: Path | None) -> None:
+                backoff: float, retry_failed: bool, model: Path | None, ocr_workers: int | None,
+                llm_workers: int | None, llm_batch: int | None, gpu_layers: int | None) -> None:
     """Download, OCR and extract every ingested sample, resumably.
 
     Each image is downloaded once (duplicate links share it), OCR'd once per engine, and
@@ -76,15 +99,16 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
       amlc run                                  # keeps running, picks up new ingests
       amlc run --exit-when-done --no-dashboard  # for scripts
       amlc run --stages fetch --concurrency 256 --per-host 256
+      amlc run --ocr-workers 16                 # 16 OCR processes on a 16-core machine
     """
     config = RunConfig(stages=stages, exit_when_done=exit_when_done, dashboard=not no_dashboard,
                        log_every=log_every, fetch_workers=concurrency, per_host=per_host,
                        fetch_timeout=timeout, ocr_engine=ocr_engine, ocr_batch=ocr_batch,
                        ocr_device=ocr_device, ocr_max_side=ocr_max_side or None,
-                       ocr_autocontrast=ocr_autocontrast,
+                       ocr_autocontrast=ocr_autocontrast, ocr_workers=ocr_workers,
                        max_attempts=max_attempts, backoff_base=backoff,
                        fetch_options={"retries": fetch_retries}, local_images=local_images,
-                       model=model)
+                       model=model, llm_workers=llm_workers, llm_batch=llm_batch, gpu_layers=gpu_layers)
     if retry_failed:
         count = run_async(lambda: using_store(workdir(ctx).store, retry_failed_jobs, write=True))
         console.print(f"{count} failed item(s) get a fresh retry budget")
@@ -99,9 +123,11 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
 @click.option("--ocr-engine", type=click.Choice(["rapidocr", "paddleocr"]), default="rapidocr", show_default=True,
               help="Whose OCR text the prompts use.")
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
+@llm_options
 @click.pass_context
 def predict_command(ctx: click.Context, model: Path, split: str | None, fallback: bool, ocr_engine: str,
-                    no_dashboard: bool) -> None:
+                    no_dashboard: bool, llm_workers: int | None, llm_batch: int | None,
+                    gpu_layers: int | None) -> None:
     """Answer every extracted sample with a GGUF model through llama.cpp, under a grammar per
     entity that admits only '<number> <allowed unit>' or a blank, and store the answers as
     the model's predictions (source = the file's stem). Resumable like every stage; identical
@@ -110,9 +136,11 @@ def predict_command(ctx: click.Context, model: Path, split: str | None, fallback
     \b
     Example:
       amlc predict --model amlc-work/models/smollm2/model-q8_0.gguf --split test
+      amlc predict --model M.gguf --llm-workers 8 --gpu-layers 0   # 8 CPU processes
     """
     _run(ctx, RunConfig(stages=("predict",), exit_when_done=True, dashboard=not no_dashboard,
-                        ocr_engine=ocr_engine, model=model, predict_split=split, fallback=fallback))
+                        ocr_engine=ocr_engine, model=model, predict_split=split, fallback=fallback,
+                        llm_workers=llm_workers, llm_batch=llm_batch, gpu_layers=gpu_layers))
 
 
 def _run(ctx: click.Context, config: RunConfig) -> None:

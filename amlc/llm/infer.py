@@ -3,6 +3,7 @@
 llama-cpp-python's high-level API decodes one sequence at a time, but it reuses the KV cache for
 the longest prefix shared with the previous prompt; prompts of one entity share their header
 (entity and units), so items are answered sorted by (entity, prompt), each distinct pair once.
+With `parallel` > 1 free-text rows are decoded together instead (`parallel.ParallelDecoder`).
 The daemon runs one engine per worker process (`LlmSpec`, amlc.workers): on a CPU, N processes
 of one thread each; with a GPU build of llama.cpp, every layer is offloaded by default.
 """
@@ -15,13 +16,16 @@ from typing import Callable, Sequence
 
 from ..units import prediction_error
 from .grammar import all_grammars, validate
+from .parallel import ParallelDecoder
 from .prompt import answer_text, unique_items
 
 MAX_ANSWER_TOKENS = 24  # " 1234567.1234 imperial gallon" is under 20 tokens for our tokenizers
 DEFAULT_CTX = 2048
-# llama.cpp processes sharing one GPU by default: each decodes one sequence at a time, so a few
-# keep the GPU busier while the others sample and check grammars on the CPU.
+# On a GPU: llama.cpp processes sharing it (while one samples and checks grammars on the CPU,
+# the other decodes) and rows each decodes together. On a CPU, rows go one at a time: there the
+# prompts dominate and batching rows measured no faster than reusing their shared prefixes.
 GPU_WORKERS = 2
+GPU_PARALLEL = 64
 
 
 @dataclass
@@ -31,6 +35,7 @@ class Engine:
     llm: object
     grammars: dict[str, object] = field(default_factory=dict)
     too_long: int = 0  # prompts that did not fit the context (answered blank)
+    parallel: object = None  # a ParallelDecoder when rows are decoded together
     prompt_tokens: int = 0  # tokens evaluated or reused from the cache, summed over calls
     completion_tokens: int = 0
 
@@ -49,8 +54,22 @@ class Engine:
 
     def answer(self, entity: str, prompt: str) -> str:
         """A submission cell: valid by the grammar, and checked again (blank if it is not)."""
-        text = answer_text(self.generate(prompt, entity))
-        return text if prediction_error(text, entity) is None else ""
+        return checked(entity, self.generate(prompt, entity))
+
+    def answer_together(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        """Answers for (entity, prompt) items decoded in parallel; one by one without a decoder,
+        and for a prompt too long for its share of the parallel context."""
+        if self.parallel is None or len(items) < 2:
+            return [self.answer(*item) for item in items]
+        texts = self.parallel.complete(items)
+        return [self.answer(*item) if text is None else checked(item[0], text)
+                for item, text in zip(items, texts)]
+
+
+def checked(entity: str, completion: str) -> str:
+    """The answer in a completion if it is a valid cell for the entity, else blank."""
+    text = answer_text(completion)
+    return text if prediction_error(text, entity) is None else ""
 
 
 def default_gpu_layers() -> int:
@@ -61,10 +80,11 @@ def default_gpu_layers() -> int:
 
 
 def load_engine(model_path: str, n_threads: int = 1, n_ctx: int = DEFAULT_CTX, check: bool = True,
-                gpu_layers: int | None = None) -> Engine:
+                gpu_layers: int | None = None, parallel: int = 1) -> Engine:
     """Load a GGUF model; grammars are parsed in a child process first (a bad one would crash us).
 
     gpu_layers: layers offloaded to the GPU, -1 for all; None: all when the build can offload.
+    parallel: rows decoded together (1: one at a time, reusing shared prompt prefixes).
     """
     import llama_cpp
 
@@ -74,16 +94,15 @@ def load_engine(model_path: str, n_threads: int = 1, n_ctx: int = DEFAULT_CTX, c
     llm = llama_cpp.Llama(model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                           n_batch=512, n_gpu_layers=layers, verbose=False)
     grammars = {e: llama_cpp.LlamaGrammar.from_string(g, verbose=False) for e, g in all_grammars().items()}
-    return Engine(llm, grammars)
+    decoder = ParallelDecoder(llm, all_grammars(), parallel, MAX_ANSWER_TOKENS) if parallel > 1 else None
+    return Engine(llm, grammars, parallel=decoder)
 
 
 def answer_items(engine: Engine, items: Sequence[tuple[str, str]]) -> list[str]:
     """Answers for (entity, prompt) items, each distinct item decoded once, in prefix-sharing order."""
     distinct, index = unique_items(items)
-    answers: dict[int, str] = {}
-    for i in sorted(range(len(distinct)), key=lambda i: distinct[i]):
-        entity, prompt = distinct[i]
-        answers[i] = engine.answer(entity, prompt)
+    order = sorted(range(len(distinct)), key=lambda i: distinct[i])
+    answers = dict(zip(order, engine.answer_together([distinct[i] for i in order])))
     return [answers[i] for i in index]
 
 
@@ -95,14 +114,21 @@ class LlmSpec:
     n_threads: int = 1
     gpu_layers: int | None = None  # None: all layers when llama.cpp can offload
     n_ctx: int = DEFAULT_CTX
-
-    @property
-    def offloads(self) -> bool:
-        return (default_gpu_layers() if self.gpu_layers is None else self.gpu_layers) != 0
+    parallel: int = 1              # rows decoded together
 
     def build(self) -> Callable[[Sequence[tuple[str, str]]], list[str]]:
-        engine = load_engine(self.model_path, self.n_threads, self.n_ctx, gpu_layers=self.gpu_layers)
+        engine = load_engine(self.model_path, self.n_threads, self.n_ctx, gpu_layers=self.gpu_layers,
+                             parallel=self.parallel)
         return partial(answer_items, engine)
+
+
+def offloads(gpu_layers: int | None) -> bool:
+    """Whether --gpu-layers (None: the default) puts any layer on a GPU."""
+    return (default_gpu_layers() if gpu_layers is None else gpu_layers) != 0
+
+
+def default_parallel(offloads: bool) -> int:
+    return GPU_PARALLEL if offloads else 1
 
 
 def default_llm_workers(offloads: bool) -> int:
