@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
+from .faults import is_fatal
 from .localfiles import LocalFileError, local_path, read_local_async
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -188,8 +189,10 @@ def check_and_store(image_dir: Path, data: bytes, max_pixels: int, content_type:
     checked = check_image(data, max_pixels, content_type)
     try:
         return store_bytes(image_dir, data, checked), checked
-    except OSError as exc:  # disk full, permissions: the link is fine, a later try may work
-        raise FetchFailure(f"cannot write image: {exc}", True) from exc
+    except OSError as exc:
+        if is_fatal(exc):  # a full disk is no link's fault: the run stops and says so
+            raise
+        raise FetchFailure(f"cannot write image: {exc}", True) from exc  # permissions: retry later
 
 
 def sweep_temp_files(image_dir: Path, older_than: float = STALE_TEMP_SECONDS) -> int:

@@ -20,6 +20,7 @@ import aiosqlite
 from .jobs import Claimed, RetryPolicy, done_statement, failure_statement
 from .localfiles import is_local_copy
 from .ocr.base import OcrResult
+from .startup import rules_detail
 from .store import fetch_all
 from .workers.base import Failed, WorkerPool
 from .writer import Statement
@@ -31,6 +32,7 @@ class Outcome:
     statements: list[Statement] = field(default_factory=list)  # recorded with the job's new state
     error: str | None = None
     retryable: bool = False
+    settles: bool = False  # the statements set the job's state themselves (sent back upstream)
 
 
 class Stage(Protocol):
@@ -46,6 +48,8 @@ class Stage(Protocol):
 
 def settle(stage: str, outcome: Outcome, policy: RetryPolicy) -> list[Statement]:
     """The outcome's own statements followed by the job's transition, in one transaction."""
+    if outcome.settles:
+        return list(outcome.statements)
     if outcome.error is None:
         return [*outcome.statements, done_statement(stage, outcome.item.item_id)]
     return [failure_statement(stage, outcome.item, outcome.error, outcome.retryable, policy)]
@@ -56,13 +60,43 @@ def id_list(items: Sequence[Claimed]) -> str:
     return ",".join(str(int(i.item_id)) for i in items)
 
 
+def relative_to(path: Path, root: Path) -> str:
+    """A stored file's path as the store keeps it: relative to the work folder when inside it."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _has_size(path: Path, size: int | None) -> bool:
+    try:
+        return path.is_file() and (size is None or path.stat().st_size == size)
+    except OSError:
+        return False
+
+
+REFETCH_SQL = [
+    # the ocr job goes away until the image is back: the fetched_needs_ocr trigger re-creates it
+    "DELETE FROM jobs WHERE stage = 'ocr' AND item_id = ?",
+    "UPDATE jobs SET state = 'pending', attempts = 0, not_before = NULL, started_at = NULL, "
+    "last_error = 'image file missing or changed on disk: fetched again' "
+    "WHERE stage = 'fetch' AND item_id = ?",
+]
+
+
+def refetch(item: Claimed) -> Outcome:
+    """Send an image whose file is gone or damaged back to the fetch stage."""
+    return Outcome(item, [(sql, (item.item_id,)) for sql in REFETCH_SQL], settles=True)
+
+
 class FetchStage:
     name = "fetch"
     batch = 1
 
-    def __init__(self, fetcher: Any, workers: int, policy: RetryPolicy,
+    def __init__(self, fetcher: Any, workers: int, policy: RetryPolicy, root: Path,
                  local_dir: Path | None = None) -> None:
         self.fetcher = fetcher  # amlc.fetch.Fetcher, entered by the engine
+        self.root = root        # the work folder: stored paths are relative to it, so it can move
         self.workers = workers
         self.policy = policy
         self.local_dir = local_dir  # images downloaded earlier, named as in their links
@@ -89,14 +123,17 @@ class FetchStage:
         if got.error:
             return Outcome(item, error=got.error, retryable=got.retryable)
         record = ("UPDATE images SET path = ?, sha256 = ?, width = ?, height = ?, size = ? WHERE id = ?",
-                  (str(got.path), got.sha256, got.width, got.height, got.size, item.item_id))
+                  (relative_to(got.path, self.root), got.sha256, got.width, got.height, got.size,
+                   item.item_id))
         return Outcome(item, [record])
 
 
 class OcrStage:
     name = "ocr"
+    mark_started = True  # an engine may crash the process on a poison image
 
-    def __init__(self, pool: WorkerPool, batch: int, policy: RetryPolicy) -> None:
+    def __init__(self, pool: WorkerPool, batch: int, policy: RetryPolicy, root: Path = Path(".")) -> None:
+        self.root = root  # the work folder that stored image paths are relative to
         self.pool = pool  # OCR engines (amlc.ocr.OcrSpec) in worker processes, or one in a thread
         self.workers = pool.size  # one batch in flight per engine
         self.batch = batch
@@ -104,9 +141,12 @@ class OcrStage:
         self.calls = 0  # images handed to the engine, for tests and the dashboard
 
     async def prepare(self, reader, items):
-        rows = await fetch_all(reader, f"SELECT id, path FROM images WHERE id IN ({id_list(items)})")
-        paths = {r["id"]: r["path"] for r in rows}
-        return [(item, paths[item.item_id]) for item in items]
+        rows = await fetch_all(reader, f"SELECT id, path, size FROM images WHERE id IN ({id_list(items)})")
+        found = {r["id"]: (self.root / r["path"], r["size"]) for r in rows}
+        files = [found[item.item_id] for item in items]
+        intact = await asyncio.to_thread(lambda: [_has_size(path, size) for path, size in files])
+        return [(item, str(path)) if ok else refetch(item)
+                for item, (path, _), ok in zip(items, files, intact)]
 
     async def process(self, tasks):
         self.calls += len(tasks)
@@ -129,6 +169,7 @@ class OcrStage:
 
 class ExtractStage:
     name = "extract"
+    mark_started = True
     workers = 1
     batch = 64
 
@@ -154,6 +195,7 @@ class ExtractStage:
         lines = OcrResult.from_json(row["lines"]).lines
         prediction = self.extractor.predict(row["entity"], lines, row["group_id"])
         record = ("INSERT OR REPLACE INTO predictions(sample_id, source, prediction, confidence, "
-                  "created_at) VALUES (?, 'rules', ?, ?, ?)",
-                  (item.item_id, prediction.text(), prediction.confidence, time.time()))
+                  "created_at, detail) VALUES (?, 'rules', ?, ?, ?, ?)",
+                  (item.item_id, prediction.text(), prediction.confidence, time.time(),
+                   rules_detail(self.engine_name)))
         return Outcome(item, [record])
