@@ -8,6 +8,8 @@ stage's jobs are made as a finished run leaves them (fetch, ocr, extract, a mode
 jobs; test.csv gives 440k jobs) and it times, on that store:
   dashboard     one refresh's store query (`store_counts`), in this process
   status        `status_summary`, all the figures `amlc status` prints, in this process
+  counting      the baseline: the same figures counted from the tables (GROUP BY), as amlc
+                did before the schema kept counts
   amlc status   `amlc status --json` as a subprocess: interpreter start-up and imports included
   start-up      `amlc --version` as a subprocess, the floor under any command
 Each is the median of 5 tries.
@@ -30,7 +32,7 @@ from typing import Any, Awaitable, Callable
 from amlc.dashboard import store_counts
 from amlc.ingest import ingest
 from amlc.report import status_summary
-from amlc.store import open_reader, open_writer
+from amlc.store import fetch_all, open_reader, open_writer
 from amlc.units import ENTITIES
 
 LINK = "https://m.media-amazon.com/images/I/{:011d}.jpg"
@@ -47,6 +49,13 @@ FINISH = [
     "CASE WHEN item_id % 4 THEN '10 gram' ELSE '' END, 0 FROM jobs WHERE stage = 'extract'",
     "UPDATE jobs SET state = 'done', attempts = 1 WHERE stage = 'extract'",
     "INSERT INTO jobs(stage, item_id) SELECT 'predict:bench', item_id FROM jobs WHERE stage = 'extract'",
+]
+COUNTING = [
+    "SELECT stage, state, count(*) FROM jobs GROUP BY stage, state",
+    "SELECT split, count(*), count(DISTINCT image_id), count(label) FROM samples GROUP BY split",
+    "SELECT stage, last_error, count(*) AS n FROM jobs NOT INDEXED WHERE state = 'failed' "
+    "GROUP BY stage, last_error ORDER BY n DESC LIMIT 5",
+    "SELECT source, count(*), sum(prediction != '') FROM predictions GROUP BY source",
 ]
 
 
@@ -97,12 +106,17 @@ async def median_ms(work: Callable[[], Awaitable[Any]]) -> float:
     return 1000 * statistics.median(times)
 
 
-async def looking_costs(store: Path) -> tuple[float, float]:
-    """Milliseconds of a dashboard refresh's query and of `amlc status`'s, on a read-only
-    connection like theirs."""
+async def looking_costs(store: Path) -> tuple[float, float, float]:
+    """Milliseconds of a dashboard refresh's query, of `amlc status`'s and of counting the
+    same from the tables, on a read-only connection like theirs."""
     reader = await open_reader(store)
+
+    async def counting() -> None:
+        for sql in COUNTING:
+            await fetch_all(reader, sql)
     try:
-        return await median_ms(lambda: store_counts(reader)), await median_ms(lambda: status_summary(reader))
+        return (await median_ms(lambda: store_counts(reader)), await median_ms(lambda: status_summary(reader)),
+                await median_ms(counting))
     finally:
         await reader.close()
 
@@ -131,16 +145,16 @@ def main() -> None:
             for label in ("first", "re-ingest"):
                 rows, seconds, inserted = asyncio.run(timed_ingest(work / "amlc.db", path, "bench"))
                 print(f"{name:28} {label:10} {rows:>10,} {seconds:>8.2f} {rows / seconds:>10,.0f} {inserted:>9,}")
-        print(f"\nevery stage run (ms, median of {TRIES}; dashboard and status in this process, "
+        print(f"\nevery stage run (ms, median of {TRIES}; dashboard, status and counting in this process, "
               "the commands as subprocesses)")
         print(f"{'store':28} {'jobs':>10} {'made in s':>10} {'dashboard':>10} {'status':>8} "
-              f"{'amlc status':>12} {'start-up':>9}")
+              f"{'counting':>9} {'amlc status':>12} {'start-up':>9}")
         for (name, _), work in zip(files, workdirs):
             jobs, seconds = asyncio.run(finish_stages(work / "amlc.db"))
-            dashboard, status = asyncio.run(looking_costs(work / "amlc.db"))
+            dashboard, status, counting = asyncio.run(looking_costs(work / "amlc.db"))
             command = command_ms("--workdir", str(work), "status", "--json")
             print(f"{name:28} {jobs:>10,} {seconds:>10.1f} {dashboard:>10.2f} {status:>8.2f} "
-                  f"{command:>12.0f} {command_ms('--version'):>9.0f}")
+                  f"{counting:>9.1f} {command:>12.0f} {command_ms('--version'):>9.0f}")
 
 
 if __name__ == "__main__":
