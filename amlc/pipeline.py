@@ -49,6 +49,9 @@ class RunConfig:
     fallback: bool = True            # keep the rules' answer where the model abstains
     llm_workers: int | None = None   # llama.cpp processes (0: in a thread); None: per device
     gpu_layers: int | None = None    # layers offloaded to the GPU (-1 all); None: all if it can
+    ray: str | None = None           # run OCR/predict workers as actors on this Ray cluster
+    ocr_gpus: float = 0.0            # with ray: each OCR actor's share of a GPU (0: CPU only)
+    llm_gpus: float = 0.0            # with ray: GPUs per llama.cpp actor (0: CPU only)
     llm_batch: int | None = None     # rows a llama.cpp worker decodes together; None: per device
 
 
@@ -70,7 +73,14 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
         spec = OcrSpec(config.ocr_engine, config.ocr_device, preprocess)
         workers = default_ocr_workers(config.ocr_device) if config.ocr_workers is None else config.ocr_workers
         batch = default_ocr_batch(config.ocr_device) if config.ocr_batch is None else config.ocr_batch
-        stages.append(OcrStage(await _start_pool(spec, workers, stack), batch, policy))
+        if config.ray:  # the driver reads each file: actors get bytes, no shared filesystem
+            from .workers.ray import read_file
+            share = 2 if "predict" in config.stages and config.model is not None else 1
+            pool = await _start_ray_pool(config.ray, spec, config.ocr_workers, config.ocr_gpus, stack,
+                                         read_file, share)
+        else:
+            pool = await _start_pool(spec, workers, stack)
+        stages.append(OcrStage(pool, batch, policy))
     if "extract" in config.stages:
         from .extract import Extractor
         stages.append(ExtractStage(Extractor.load(), config.ocr_engine, policy))
@@ -81,7 +91,8 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
         spec = LlmSpec(str(config.model), gpu_layers=config.gpu_layers,
                        parallel=config.llm_batch or default_parallel(gpu))
         workers = default_llm_workers(gpu) if config.llm_workers is None else config.llm_workers
-        pool = await _start_pool(spec, workers, stack)
+        pool = (await _start_ray_pool(config.ray, spec, config.llm_workers, config.llm_gpus, stack)
+                if config.ray else await _start_pool(spec, workers, stack))
         stages.append(PredictStage(config.model, pool, config.ocr_engine, policy, config.predict_split,
                                    config.fallback, max(PredictStage.batch, spec.parallel)))
     return stages
@@ -91,6 +102,17 @@ async def _start_pool(spec: Any, workers: int, stack: AsyncExitStack) -> Any:
     """Engines load in their workers at once, off the event loop; the pool closes with the run."""
     from .workers import make_pool
     pool = await asyncio.to_thread(make_pool, spec, workers)
+    stack.callback(pool.close)
+    return pool
+
+
+async def _start_ray_pool(address: str, spec: Any, actors: int | None, gpus: float, stack: AsyncExitStack,
+                          ship: Any = None, share: int = 1) -> Any:
+    """Engines as actors on a Ray cluster, joined once per run and left when it ends; actors
+    None: as many as the cluster has room for, split among `share` pools."""
+    from .workers.ray import connect, ray_pool
+    stack.callback(await asyncio.to_thread(connect, address))
+    pool = await asyncio.to_thread(ray_pool, spec, actors, gpus, ship, share)
     stack.callback(pool.close)
     return pool
 

@@ -22,6 +22,7 @@ cluster's processes used meanwhile. The last lines give Ray's net rate over the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -64,19 +65,14 @@ def through_amlc(folder: Path, workers: int, args: argparse.Namespace, ray: str 
                "--ocr-engine", args.engine, "--ocr-device", args.device]
     command += ["--ray", ray] if ray else []
     command += ["--ocr-batch", str(args.batch)] if args.batch else []
-    timed = amlc(folder, *command)
+    with ClusterCpu() if ray else contextlib.nullcontext() as cluster:
+        timed = amlc(folder, *command)
+    if cluster:  # Ray's actors are the cluster's processes, not amlc's: their CPU is added here
+        timed.cpu += cluster.seconds
     left = store_rows(folder, "SELECT count(*) FROM jobs WHERE stage = 'ocr' AND state != 'done'")[0][0]
     if left:
         raise RuntimeError(f"{left} OCR jobs not done:\n{timed.output[-2000:]}")
     return timed, amlc(folder, *command)
-
-
-def through_ray(folder: Path, workers: int, args: argparse.Namespace, address: str) -> tuple[Timed, Timed]:
-    """through_amlc on the Ray cluster, the CPU its processes (the actors) used counted in."""
-    with ClusterCpu() as cluster:
-        run, idle = through_amlc(folder, workers, args, address)
-    run.cpu += cluster.seconds  # with the idle run's engine loads: a second or two
-    return run, idle
 
 
 class ClusterCpu(threading.Thread):
@@ -154,7 +150,7 @@ def main() -> None:
             run, idle = through_amlc(copy_store(folder, args.cache / "work"), workers, args)
             rows.append((f"amlc run, {workers} worker(s)", workers, run, idle))
             if address:
-                run, idle = through_ray(copy_store(folder, args.cache / "work"), workers, args, address)
+                run, idle = through_amlc(copy_store(folder, args.cache / "work"), workers, args, address)
                 rows.append((f"amlc run --ray, {workers} actor(s)", workers, run, idle))
     finally:
         if leave:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import click
 
 from ..jobs import retry_failed as retry_failed_jobs
 from ..pipeline import ALL_STAGES, RunConfig, run_pipeline
 from ..runlock import AlreadyRunning
+from ..workers import WorkerStartError
 from .common import console, run_async, using_store, workdir
 
 
@@ -31,6 +34,41 @@ def llm_options(command: click.Command) -> click.Command:
         "--llm-workers", type=click.IntRange(min=0), default=None,
         help="llama.cpp processes of one thread each (0: one engine inside this process). "
              "Default: one per core on a CPU, 2 when the model is offloaded to a GPU.")(command)
+
+
+def ray_options(*kinds: str) -> Callable[[click.Command], click.Command]:
+    """--ray ADDRESS, and --<kind>-gpus for each kind of actor ("ocr", "llm")."""
+    def add(command: click.Command) -> click.Command:
+        for kind in kinds:
+            command = click.option(
+                f"--{kind}-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                help=f"With --ray: GPUs each {'OCR' if kind == 'ocr' else 'llama.cpp'} actor reserves "
+                     "(0.25: four share one GPU; 0: it runs on a CPU core).")(command)
+        return click.option(
+            "--ray", "ray_address", metavar="ADDRESS", default=None,
+            help="Run the OCR and predict workers as actors on a Ray cluster (needs the ray extra): "
+                 "auto (the cluster `ray start` runs on this machine), HOST:PORT (its head), or local "
+                 "(start one inside this run, on 127.0.0.1 only). The store, downloads and rules stay "
+                 "here; images reach the actors as bytes. --ocr-workers/--llm-workers then count "
+                 "actors (default: as many as the cluster has room for).")(command)
+    return add
+
+
+def with_ray(config: RunConfig, address: str | None, ocr_gpus: float = 0.0, llm_gpus: float = 0.0) -> RunConfig:
+    """The run on a Ray cluster: Ray hands each actor its GPU share (it is 'cuda' in there), and
+    llama.cpp leaves alone any GPU its actor was not given."""
+    if address is None:
+        if ocr_gpus or llm_gpus:
+            raise click.UsageError("--ocr-gpus and --llm-gpus are actor resources: they need --ray")
+        return config
+    if 0 in (config.ocr_workers, config.llm_workers):
+        raise click.UsageError("with --ray, workers are actors: give 1 or more, or leave the default")
+    if config.ocr_device != "cpu" and not ocr_gpus:
+        raise click.UsageError("with --ray, give each OCR actor a GPU share with --ocr-gpus (e.g. 0.25) "
+                               "instead of --ocr-device")
+    gpu_layers = 0 if not llm_gpus and config.gpu_layers is None else config.gpu_layers
+    return dataclasses.replace(config, ray=address, ocr_gpus=ocr_gpus, llm_gpus=llm_gpus,
+                               ocr_device="cuda" if ocr_gpus else "cpu", gpu_layers=gpu_layers)
 
 
 def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -80,13 +118,15 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.option("--model", type=existing_gguf, default=None,
               help="A GGUF model: adds the predict stage (llama.cpp) after the rules.")
 @llm_options
+@ray_options("ocr", "llm")
 @click.pass_context
 def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: bool, no_dashboard: bool,
                 log_every: float, concurrency: int, per_host: int, timeout: float,
                 local_images: Path | None, fetch_retries: int, ocr_engine: str, ocr_batch: int | None,
                 ocr_device: str, ocr_max_side: int, ocr_autocontrast: bool, max_attempts: int,
                 backoff: float, retry_failed: bool, model: Path | None, ocr_workers: int | None,
-                llm_workers: int | None, llm_batch: int | None, gpu_layers: int | None) -> None:
+                llm_workers: int | None, llm_batch: int | None, gpu_layers: int | None,
+                ray_address: str | None, ocr_gpus: float, llm_gpus: float) -> None:
     """Download, OCR and extract every ingested sample, resumably.
 
     Each image is downloaded once (duplicate links share it), OCR'd once per engine, and
@@ -100,6 +140,7 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
       amlc run --exit-when-done --no-dashboard  # for scripts
       amlc run --stages fetch --concurrency 256 --per-host 256
       amlc run --ocr-workers 16                 # 16 OCR processes on a 16-core machine
+      amlc run --ray auto --ocr-gpus 0.25       # OCR actors on a Ray cluster, 4 per GPU
     """
     config = RunConfig(stages=stages, exit_when_done=exit_when_done, dashboard=not no_dashboard,
                        log_every=log_every, fetch_workers=concurrency, per_host=per_host,
@@ -109,6 +150,7 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                        max_attempts=max_attempts, backoff_base=backoff,
                        fetch_options={"retries": fetch_retries}, local_images=local_images,
                        model=model, llm_workers=llm_workers, llm_batch=llm_batch, gpu_layers=gpu_layers)
+    config = with_ray(config, ray_address, ocr_gpus, llm_gpus)
     if retry_failed:
         count = run_async(lambda: using_store(workdir(ctx).store, retry_failed_jobs, write=True))
         console.print(f"{count} failed item(s) get a fresh retry budget")
@@ -124,10 +166,11 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
               help="Whose OCR text the prompts use.")
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
 @llm_options
+@ray_options("llm")
 @click.pass_context
 def predict_command(ctx: click.Context, model: Path, split: str | None, fallback: bool, ocr_engine: str,
                     no_dashboard: bool, llm_workers: int | None, llm_batch: int | None,
-                    gpu_layers: int | None) -> None:
+                    gpu_layers: int | None, ray_address: str | None, llm_gpus: float) -> None:
     """Answer every extracted sample with a GGUF model through llama.cpp, under a grammar per
     entity that admits only '<number> <allowed unit>' or a blank, and store the answers as
     the model's predictions (source = the file's stem). Resumable like every stage; identical
@@ -137,17 +180,19 @@ def predict_command(ctx: click.Context, model: Path, split: str | None, fallback
     Example:
       amlc predict --model amlc-work/models/smollm2/model-q8_0.gguf --split test
       amlc predict --model M.gguf --llm-workers 8 --gpu-layers 0   # 8 CPU processes
+      amlc predict --model M.gguf --ray auto --llm-gpus 1          # one actor per GPU
     """
-    _run(ctx, RunConfig(stages=("predict",), exit_when_done=True, dashboard=not no_dashboard,
-                        ocr_engine=ocr_engine, model=model, predict_split=split, fallback=fallback,
-                        llm_workers=llm_workers, llm_batch=llm_batch, gpu_layers=gpu_layers))
+    _run(ctx, with_ray(RunConfig(stages=("predict",), exit_when_done=True, dashboard=not no_dashboard,
+                                 ocr_engine=ocr_engine, model=model, predict_split=split, fallback=fallback,
+                                 llm_workers=llm_workers, llm_batch=llm_batch, gpu_layers=gpu_layers),
+                             ray_address, llm_gpus=llm_gpus))
 
 
 def _run(ctx: click.Context, config: RunConfig) -> None:
     where = workdir(ctx)
     try:
         engine = run_async(lambda: run_pipeline(where, config))
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, WorkerStartError) as exc:
         raise click.ClickException(str(exc)) from None
     except asyncio.CancelledError:
         console.print("stopped at once; finished work is in the store")

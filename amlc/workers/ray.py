@@ -33,6 +33,7 @@ from .process import START_TIMEOUT, WorkerStartError
 
 # With "0", Ray (on any OS) takes 127.0.0.1 as this node's address and listens there only.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+NICENESS_ENV = "RAY_worker_niceness"  # read by the raylet of a cluster started here
 
 
 def connect(address: str, num_cpus: int | None = None) -> Callable[[], None]:
@@ -41,6 +42,9 @@ def connect(address: str, num_cpus: int | None = None) -> Callable[[], None]:
     dashboard, `num_cpus` or every core). Returns what leaves it; a local cluster stops with it."""
     if address == "local":
         os.environ.setdefault(LOOPBACK_ENV, "0")
+        # Ray runs workers at nice 15; a cluster that serves only this run gives its actors the
+        # priority the process pool's workers have, or any other job on the machine starves them.
+        os.environ.setdefault(NICENESS_ENV, "0")
     try:
         import ray
     except ImportError:
@@ -243,13 +247,13 @@ class RayPool:
             why, actor.broken = actor.broken, None
             self._replace(actor)
             raise BatchFailed(why)
-        actor.state = "busy"
+        actor.state, handle, where = "busy", actor.handle, actor.where
         try:
             # Top-level ObjectRef arguments reach the actor as their values.
-            kind, payload = await actor.handle.run.remote(*batch)
+            kind, payload = await handle.run.remote(*batch)
         except _lost() as exc:
-            where = actor.where
-            self._replace(actor)
+            if actor.handle is handle:  # not replaced yet (by a batch queued behind this one)
+                self._replace(actor)
             raise BatchFailed(f"{DIED} (Ray actor on {where}: {type(exc).__name__})") from None
         except BaseException:  # cancelled: the actor finishes that batch before its next one
             self._release(actor)
