@@ -269,3 +269,60 @@ def test_predict_stage_answers_stored_samples_and_resumes(chain: dict[str, Path]
     amlc(tmp_path, "export", str(out), "--split", "val")
     assert amlc(tmp_path, "check", str(out), "--against", str(labelled)).exit_code == 0
     assert amlc(tmp_path, "eval", "--split", "val").output.strip().splitlines()[-1].startswith("f1=")
+
+
+@pytest.mark.slow
+def test_two_llm_workers_answer_like_one(chain: dict[str, Path], tmp_path: Path, image_server) -> None:
+    """`amlc predict --llm-workers 2` (two processes) stores exactly the answers of one worker."""
+    import shutil
+
+    from http_server import DEFAULT_ROOT
+    from store_helpers import amlc, query, write_csv
+
+    names = sorted(p.name for p in DEFAULT_ROOT.glob("*.jpg"))[200:212]
+    entities = sorted(ENTITY_UNITS)
+    rows = [[i, image_server.url(f"/images/I/{name}"), "1", entities[i % len(entities)]]
+            for i, name in enumerate(names)]
+    one, two = tmp_path / "one", tmp_path / "two"
+    amlc(one, "ingest", str(write_csv(tmp_path / "in.csv", ["index", "image_link", "group_id", "entity_name"],
+                                      rows + [[12 + i, *row[1:]] for i, row in enumerate(rows)])), "--split", "t")
+    amlc(one, "run", "--exit-when-done", "--no-dashboard")  # real OCR and rules
+    shutil.copytree(one, two)
+    answers = []
+    for folder, workers in ((one, "1"), (two, "2")):
+        amlc(folder, "predict", "--model", str(chain["q8"]), "--no-fallback", "--no-dashboard",
+             "--llm-workers", workers)
+        answers.append(query(folder / "amlc.db", "SELECT s.idx, p.prediction FROM predictions p "
+                                                 "JOIN samples s ON s.id = p.sample_id "
+                                                 "WHERE p.source = ? ORDER BY s.idx", (chain["q8"].stem,)))
+    assert len(answers[0]) == 24 and sum(bool(a) for _, a in answers[0]) > 0
+    assert answers[1] == answers[0]
+
+
+@pytest.mark.slow
+def test_gpu_layers_reach_llama(chain: dict[str, Path], tmp_path: Path) -> None:
+    """--gpu-layers ends as llama.cpp's n_gpu_layers: -1 is all, the default all when it can offload."""
+    import asyncio
+    from contextlib import AsyncExitStack
+
+    import llama_cpp
+
+    from amlc.llm.infer import LlmSpec, load_engine
+    from amlc.pipeline import RunConfig, _build_stages
+    from amlc.workdir import Workdir
+
+    def layers(engine) -> int:
+        return engine.llm.model_params.n_gpu_layers
+
+    everything = layers(load_engine(str(chain["q8"]), check=False, gpu_layers=-1))
+    assert everything == 0x7FFFFFFF  # llama-cpp-python's spelling of "every layer"
+    default = layers(LlmSpec(str(chain["q8"])).build().args[0])
+    assert default == (everything if llama_cpp.llama_supports_gpu_offload() else 0)
+
+    async def predict_stage_layers() -> int:  # the option as `amlc predict --gpu-layers 3` passes it
+        config = RunConfig(stages=("predict",), model=chain["q8"], llm_workers=0, gpu_layers=3)
+        async with AsyncExitStack() as stack:
+            [stage] = await _build_stages(config, Workdir(tmp_path), stack)
+            return layers(stage.pool.handler.args[0])
+
+    assert asyncio.run(predict_stage_layers()) == 3
