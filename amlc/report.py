@@ -12,12 +12,16 @@ import aiosqlite
 
 from .export import best_answers
 from .metric import Report, score
-from .store import fetch_all, fetch_one, rows_as_dicts
+from .store import StoreError, fetch_all, fetch_one, rows_as_dicts
 
 STAGES = ("fetch", "ocr", "extract")
 
 
 async def status_summary(conn: aiosqlite.Connection, top_errors: int = 5) -> dict[str, Any]:
+    if await fetch_one(conn, "SELECT 1 FROM sqlite_master WHERE name = 'split_counts'") is None:
+        raise StoreError("this store was last written by an older amlc and lacks the counts that "
+                         "`amlc status` reads: run `amlc run` once (or `amlc ingest` of a file "
+                         "already ingested, which changes nothing) to bring it up to date")
     # Counts the schema's triggers keep (migrations/0004_counts.sql): a few rows to read
     # whatever the store's size, where counting the tables took seconds at a million rows.
     splits = await fetch_all(conn, "SELECT split, samples, images, labelled FROM split_counts "

@@ -18,6 +18,7 @@ import pytest
 from amlc.migrate import migrate, migrations_dir
 from amlc.report import status_summary
 from amlc.store import open_reader, open_writer
+from store_helpers import amlc
 
 TRUTH = {
     "jobs": ("SELECT stage, state, count(*) FROM jobs GROUP BY 1, 2",
@@ -127,13 +128,7 @@ def test_an_image_read_again_moves_its_extract_jobs_back_to_pending(tmp_path: Pa
 
 def test_migrating_a_filled_store_counts_what_is_there(tmp_path: Path) -> None:
     """A store filled before the counts existed gets them right when a newer amlc opens it."""
-    older = tmp_path / "older"
-    older.mkdir()
-    for path in migrations_dir().glob("*.sql"):
-        if path.name < "0004":
-            shutil.copy(path, older)
-    store = tmp_path / "amlc.db"
-    asyncio.run(migrate_with(store, older))
+    store = store_before_counts(tmp_path)
     conn = sqlite3.connect(store)
     conn.executemany("INSERT INTO images(link) VALUES (?)", [(f"https://x/{i}.jpg",) for i in range(30)])
     conn.executemany("INSERT INTO samples(split, idx, image_id, group_id, entity, label) "
@@ -155,12 +150,23 @@ def test_migrating_a_filled_store_counts_what_is_there(tmp_path: Path) -> None:
     conn.close()
 
 
-async def migrate_with(store: Path, folder: Path) -> None:
-    conn = await aiosqlite.connect(store)
-    try:
-        await migrate(conn, folder)
-    finally:
-        await conn.close()
+def store_before_counts(tmp_path: Path) -> Path:
+    """A store as amlc left it before migrations/0004_counts.sql."""
+    older = tmp_path / "older"
+    older.mkdir()
+    for path in migrations_dir().glob("*.sql"):
+        if path.name < "0004":
+            shutil.copy(path, older)
+    store = tmp_path / "amlc.db"
+
+    async def go() -> None:
+        conn = await aiosqlite.connect(store)
+        try:
+            await migrate(conn, older)
+        finally:
+            await conn.close()
+    asyncio.run(go())
+    return store
 
 
 def test_status_reads_the_kept_counts(tmp_path: Path) -> None:
@@ -191,3 +197,9 @@ def test_status_reads_the_kept_counts(tmp_path: Path) -> None:
                                    {"stage": "fetch", "error": "timeout", "n": 1}]
     assert summary["predictions"] == [{"source": "m", "n": 1, "answered": 1},
                                       {"source": "rules", "n": 2, "answered": 1}]
+
+
+def test_status_on_a_store_not_yet_upgraded_says_what_to_do(tmp_path: Path) -> None:
+    store_before_counts(tmp_path)
+    result = amlc(tmp_path, "status", ok=False)
+    assert result.exit_code == 1 and "older amlc" in result.output and "amlc run" in result.output
