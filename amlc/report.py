@@ -70,9 +70,12 @@ async def sample_journey(conn: aiosqlite.Connection, split: str, idx: int) -> di
 
 async def evaluate_split(conn: aiosqlite.Connection, split: str,
                          sources: Sequence[str] = (), only: bool = False) -> tuple[Report, int]:
-    """Score the split's best answers against its labels (an empty label is an empty truth);
+    """Score the split's best answers against its labels as the file wrote them (an empty
+    label is an empty truth), so the strict F1 is the exact comparison with '21.0 centimetre';
     returns the report and how many samples were skipped for having no usable label."""
     answers = await best_answers(conn, split, sources, only)
+    raw = {r["id"]: r["raw_label"] for r in await fetch_all(
+        conn, "SELECT id, raw_label FROM samples WHERE split = ?", (split,))}
     labelled = [a for a in answers if a.has_truth]
-    report = score((a.entity, a.label or "", a.prediction) for a in labelled)
+    report = score((a.entity, (raw[a.sample_id] or "").strip(), a.prediction) for a in labelled)
     return report, len(answers) - len(labelled)

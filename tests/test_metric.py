@@ -1,6 +1,9 @@
+import json
+
 import pytest
 
-from amlc.metric import classify_error, format_report, score
+from amlc.metric import TEST_MIX, classify_error, format_report, score
+from store_helpers import add_predictions, amlc, amlc_json, query, write_csv
 
 
 def test_hand_computed_counts():
@@ -22,7 +25,8 @@ def test_hand_computed_counts():
     s = report.strict
     assert (s.tp, s.fp, s.fn, s.tn) == (1, 4, 1, 1)
     assert report.errors == {"wrong value": 1, "wrong unit": 1, "blank": 1,
-                             "answer where truth is empty": 1}
+                             "answer where truth is empty": 1,
+                             "right value, label written otherwise (strict only)": 1}
     width, _ = report.per_entity["width"]
     assert (width.tp, width.fp, width.fn) == (2, 2, 1)
 
@@ -45,6 +49,54 @@ def test_invalid_prediction_is_a_wrong_answer():
     assert classify_error("item_weight", "2 gram", "2 gms") == "invalid prediction"
 
 
-def test_report_lists_every_entity_and_the_total():
+def test_report_lists_every_entity_the_total_and_the_test_mix():
     text = format_report(score([("width", "1 inch", "1 inch"), ("voltage", "5 volt", "")]))
-    assert "width" in text and "voltage" in text and text.splitlines()[-2].startswith("all")
+    lines = text.splitlines()
+    assert "width" in text and "voltage" in text
+    assert lines[-3].startswith("all ") and lines[-2].startswith("all, weighted to the test mix")
+
+
+def test_strict_compares_the_label_as_written():
+    rows = [("width", "21.0 centimetre", "21.0 centimetre"),   # TP both ways
+            ("width", "21.0 centimetre", "21 centimetre"),     # TP numerically, not as written
+            ("item_weight", "500 gram", "500.0 gram"),         # the same, the other way round
+            ("voltage", "[100.0, 240.0] volt", "240.0 volt")]  # a range label never matches as written
+    report = score(rows)
+    assert (report.numeric.tp, report.strict.tp, report.strict.fp) == (4, 1, 3)
+    assert report.errors == {"right value, label written otherwise (strict only)": 3}
+
+
+def test_weighted_f1_reweights_entities_to_the_test_mix():
+    # width: 1 right, 1 blank; item_weight: 4 right. Each width row stands for TEST_MIX[width] / 2
+    # test rows and each item_weight row for TEST_MIX[item_weight] / 4.
+    rows = [("width", "1 inch", "1 inch"), ("width", "2 inch", "")] + [("item_weight", "5 gram", "5 gram")] * 4
+    numeric, strict = score(rows).weighted()
+    tp = TEST_MIX["width"] / 2 + TEST_MIX["item_weight"]
+    fn = TEST_MIX["width"] / 2
+    assert numeric.f1 == pytest.approx(2 * tp / (2 * tp + fn))
+    assert strict.f1 == pytest.approx(numeric.f1)
+    assert score(rows).f1 == pytest.approx(2 * 5 / (2 * 5 + 1))   # unweighted: 5 TP, 1 FN
+
+
+def test_test_mix_is_the_official_test_files_entity_count():
+    assert sum(TEST_MIX.values()) == 131_187
+
+
+def test_eval_scores_strictly_against_the_raw_label_and_records_the_weighted_f1(tmp_path):
+    link = "https://m.media-amazon.com/images/I/{}.jpg"
+    path = write_csv(tmp_path / "val.csv", ["index", "image_link", "group_id", "entity_name", "entity_value"], [
+        [0, link.format("a"), 1, "width", "10.0 centimetre"],
+        [1, link.format("b"), 1, "item_weight", "200 gram"],
+        [2, link.format("c"), 1, "item_weight", "1.5 kilogram"],
+    ])
+    amlc(tmp_path, "ingest", str(path), "--split", "val")
+    add_predictions(tmp_path / "amlc.db", "val", {0: "10.0 centimetre", 1: "200.0 gram", 2: "2 kilogram"})
+    report = amlc_json(tmp_path, "eval", "--split", "val")
+    assert (report["numeric"]["tp"], report["numeric"]["fp"]) == (2, 1)
+    assert (report["strict"]["tp"], report["strict"]["fp"]) == (1, 2)
+    # width is all right and outweighs item_weight (half right) in the test mix
+    assert report["weighted"]["numeric"]["f1"] > report["numeric"]["f1"]
+    stored = query(tmp_path / "amlc.db", "SELECT metrics FROM runs WHERE kind = 'eval'")
+    assert json.loads(stored[-1][0])["weighted"] == report["weighted"]
+    text = amlc(tmp_path, "eval", "--split", "val").output
+    assert "all, weighted to the test mix" in text
