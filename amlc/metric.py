@@ -162,10 +162,10 @@ def format_report(report: Report) -> str:
     """A plain-text table: P/R/F1 numeric and strict, overall and per entity, then the errors."""
     head = f"{'entity':32} {'n':>6} {'P':>6} {'R':>6} {'F1':>6} {'F1 strict':>9}"
     lines = [head, "-" * len(head)]
-    rows = sorted(report.per_entity.items()) + [("all", (report.numeric, report.strict)),
-                                                ("all, weighted to the test mix", report.weighted())]
-    for entity, (num, strict) in rows:
-        lines.append(f"{entity:32} {round(num.n):>6} {num.precision:>6.3f} {num.recall:>6.3f} "
+    totals = [("all", (report.numeric, report.strict)), ("all, weighted to the test mix", report.weighted())]
+    for entity, (num, strict) in sorted(report.per_entity.items()) + totals:
+        n = report.numeric.n if entity.startswith("all") else num.n   # rows, not weights
+        lines.append(f"{entity:32} {n:>6} {num.precision:>6.3f} {num.recall:>6.3f} "
                      f"{num.f1:>6.3f} {strict.f1:>9.3f}")
     if report.errors:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in report.errors.most_common()))
