@@ -99,6 +99,15 @@ class Answer:
     def __str__(self) -> str:
         return f"{format_number(self.value)} {self.unit}"
 
+    def label_text(self, whole_number_bare: bool = False) -> str:
+        """The answer written as the train labels write it: a float's shortest form, so a whole
+        number reads '21.0 centimetre' (95% of labels), or '21 centimetre' where the labels of
+        this entity, unit and product group write whole numbers bare (common for weights)."""
+        number = format_number(self.value)
+        if "." not in number and not whole_number_bare:
+            number += ".0"
+        return f"{number} {self.unit}"
+
 
 def canonical_unit(text: str) -> str | None:
     """The allowed unit a spelling stands for, or None if it names no known unit."""

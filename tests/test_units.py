@@ -85,3 +85,19 @@ def test_aliases(alias, unit):
 
 def test_unknown_alias_is_none():
     assert canonical_unit("mAh") is None
+
+
+@pytest.mark.parametrize("value,bare,expected", [
+    ("21", False, "21.0 centimetre"),     # the float form 95% of train labels use
+    ("21", True, "21 centimetre"),        # where the group's labels write whole numbers bare
+    ("21.00", False, "21.0 centimetre"),
+    ("12.50", False, "12.5 centimetre"),  # a fraction is written the same either way
+    ("12.5", True, "12.5 centimetre"),
+    ("0.001", False, "0.001 centimetre"),
+    ("1E+3", False, "1000.0 centimetre"),
+])
+def test_answers_are_written_as_the_labels_write_them(value, bare, expected):
+    text = make_answer(value, "centimetre", "width").label_text(bare)
+    assert text == expected
+    assert prediction_error(text, "width") is None and OFFICIAL.match(text)
+    assert parse_label(text, "width") == make_answer(value, "centimetre", "width")
