@@ -3,7 +3,7 @@
 The demo must run without ../shared, so a small table (distributions.json, a few KB) is generated
 once from the official train rows and committed:
 
-    python -m amlc.demo.distributions --from ../shared/data/train_partial.csv
+    python -m amlc.demo.distributions --from ../shared/data/train.csv
 """
 
 from __future__ import annotations
