@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +16,7 @@ from amlc.extract.baseline import naive_prediction
 from amlc.extract.data import OCR_LABELED, TextRow, read_text_rows
 from amlc.extract.evaluate import evaluate
 from amlc.units import prediction_error
+from store_helpers import amlc, amlc_json, execute, write_csv
 
 needs_data = pytest.mark.skipif(not OCR_LABELED.exists(), reason="shared data not mounted")
 
@@ -121,13 +124,13 @@ def extractor() -> Extractor:
 
 def test_choice_prefers_keyword_and_plausible_value(extractor):
     prediction = extractor.predict("item_weight", "Serving size 30g 12 servings NET WT 360g (12.7 oz)")
-    assert prediction.text() == "360 gram"
+    assert prediction.text() == "360.0 gram"
     assert prediction.candidates[0].answer_text == "360 gram"
 
 
 def test_choice_only_answers_with_allowed_units(extractor):
     prediction = extractor.predict("voltage", "Rated power 60W, 100-240V~ 50/60Hz, 2000mAh")
-    assert prediction.text() == "240 volt"
+    assert prediction.text() == "240.0 volt"
     assert all(c.unit in ("volt", "kilovolt", "millivolt") for c in prediction.candidates)
 
 
@@ -145,7 +148,7 @@ def test_threshold_turns_low_confidence_into_blank(extractor):
     strict = Extractor(extractor.model.__class__(extractor.model.weights, {"width": 1.01}),
                        extractor.priors)
     assert strict.predict("width", "Width: 40 cm").answer is None
-    assert extractor.predict("width", "Width: 40 cm").text() == "40 centimetre"
+    assert extractor.predict("width", "Width: 40 cm").text() == "40.0 centimetre"
 
 
 @needs_data
@@ -158,8 +161,8 @@ def test_eval_text_on_the_validation_half(tmp_path):
     f1 = float(last.removeprefix("f1="))
     rows, split = select_split(read_text_rows(OCR_LABELED), None)
     naive, _ = evaluate(rows, lambda r: naive_prediction(r.entity, r.ocr_text))
-    # Measured 0.681 vs naive 0.563.
-    assert split == "val" and f1 >= 0.68 and f1 >= naive.f1 + 0.08
+    # Measured 0.696 vs naive 0.563.
+    assert split == "val" and f1 >= 0.69 and f1 >= naive.f1 + 0.1
 
     with open(out, newline="") as handle:
         written = list(csv.DictReader(handle))
@@ -178,14 +181,50 @@ def _box(width: float, height: float, x: float = 0.0) -> tuple:
     return ((x, 0.0), (x + width, 0.0), (x + width, height), (x, height))
 
 
-def test_vertical_text_counts_for_height_when_boxes_exist(extractor):
-    def score_of_35(vertical: bool) -> float:
-        lines = [BoxLine("20 cm", 0.9, _box(60, 20)),
-                 BoxLine("35 cm", 0.9, _box(20, 60, 100) if vertical else _box(60, 20, 100))]
-        ranked = extractor.predict("height", lines).candidates
-        return next(c.score for c in ranked if c.value == 35)
+def test_text_printed_larger_wins_when_boxes_exist(extractor):
+    """The box weights are fitted on the photos' PP-OCR lines: a measure printed larger than the
+    text around it is the headline value."""
+    def answer(big: str) -> str:
+        lines = [BoxLine("Premium coffee beans", 0.99, _box(300, 20)),
+                 BoxLine("500 g", 0.99, _box(150, 60 if big == "500" else 20, 0)),
+                 BoxLine("250 g", 0.99, _box(150, 60 if big == "250" else 20, 200))]
+        return extractor.predict("item_weight", lines).text()
 
-    assert score_of_35(vertical=True) > score_of_35(vertical=False)
+    assert answer("500") == "500.0 gram" and answer("250") == "250.0 gram"
+
+
+def test_the_groups_habit_orders_dimensions():
+    """Images labelled with a height and a width teach, per group, which is the larger; the
+    height is then the larger or the smaller of the label's sizes."""
+    from amlc.extract.features import entity_candidates, featurize
+    from amlc.extract.priors import Priors
+    rows = []
+    for i in range(20):   # heights are 20 or 50 cm in both groups; only their order differs
+        rows += [("height", "tall", "50.0 centimetre", f"t{i}"), ("width", "tall", "20.0 centimetre", f"t{i}"),
+                 ("height", "tall", "20.0 centimetre", f"u{i}"), ("width", "tall", "10.0 centimetre", f"u{i}"),
+                 ("height", "flat", "20.0 centimetre", f"f{i}"), ("width", "flat", "50.0 centimetre", f"f{i}"),
+                 ("height", "flat", "50.0 centimetre", f"g{i}"), ("width", "flat", "100.0 centimetre", f"g{i}")]
+    priors = Priors.count(rows)
+    assert priors.larger_logodds("height", "width", "tall") > 2 > -2 > priors.larger_logodds("height", "width", "flat")
+    for group, larger_wins in (("tall", True), ("flat", False)):
+        cands, mentions = entity_candidates("20 cm 50 cm", "height", group, priors)
+        habit = [f["order_habit"] for f in featurize(cands, "height", group, priors, mentions)]
+        assert (habit[1] > 0 > habit[0]) is larger_wins
+        answer = Extractor(Extractor.load().model, priors).predict("height", "20 cm 50 cm", group).text()
+        assert answer == ("50.0 centimetre" if larger_wins else "20.0 centimetre")
+
+
+@pytest.mark.parametrize("text", ["NET WT 2 oz (56.7 g)", "NET WT 56.7 g (2 oz)", "56.7g / 2oz"])
+def test_of_two_equal_quantities_the_label_takes_the_groups_unit(text):
+    """The same weight written in two units: the answer takes the unit the group's labels use,
+    whichever comes first."""
+    from amlc.extract.priors import Priors
+    priors = Priors.count([("item_weight", "grams", "56.7 gram")] * 40 + [("item_weight", "ounces", "2.0 ounce")] * 40)
+    extractor = Extractor(Extractor.load().model, priors)
+    assert extractor.predict("item_weight", text, "grams").text() == "56.7 gram"
+    assert extractor.predict("item_weight", text, "ounces").text() == "2.0 ounce"
+    first = extractor.predict("item_weight", text, "grams").candidates
+    assert {c.answer_text: c.features["pair_unit_habit"] > 0 for c in first} == {"56.7 gram": True, "2 ounce": False}
 
 
 def test_threshold_tuning_abstains_only_when_blanks_are_expected():
@@ -246,6 +285,73 @@ def test_cross_validation_scores_every_row_once_per_repeat():
     from amlc.extract.train import cross_validate
     from amlc.extract.choose import load_priors, DEFAULT_PRIORS
     rows = split_rows(read_text_rows(OCR_LABELED))[0][:60]
-    report = cross_validate(rows, load_priors(DEFAULT_PRIORS), folds=3, repeats=2)
-    counts = report.numeric
-    assert counts.tp + counts.fp + counts.fn + counts.tn == 120 and report.f1 > 0.3
+    text, photos = cross_validate(rows, load_priors(DEFAULT_PRIORS), folds=3, repeats=2)
+    counts = text.numeric
+    assert photos.numeric.n == 0
+    assert counts.tp + counts.fp + counts.fn + counts.tn == 120 and text.f1 > 0.3
+
+
+def test_answers_take_the_number_form_of_the_groups_labels():
+    from amlc.extract.priors import Priors
+    rows = ([("maximum_weight_recommendation", "bare", "5 kilogram")] * 3
+            + [("maximum_weight_recommendation", "point", "5.0 kilogram")] * 3
+            + [("maximum_weight_recommendation", "point", "2.5 kilogram")] * 20)   # fractions say nothing
+    priors = Priors.count(rows)
+    extractor = Extractor(Extractor.load().model, priors)
+    text = "Max load 100 kg"
+    assert extractor.predict("maximum_weight_recommendation", text, "bare").text() == "100 kilogram"
+    assert extractor.predict("maximum_weight_recommendation", text, "point").text() == "100.0 kilogram"
+    assert extractor.predict("maximum_weight_recommendation", "Max load 2.5 kg", "bare").text() == "2.5 kilogram"
+
+
+@pytest.mark.parametrize("entity,text,expected", [
+    # train.csv, whole-number labels: width in cm 15,471 written '.0' vs none bare; item_weight in
+    # gram 38,294 vs 14,660; maximum_weight_recommendation in kilogram 264 vs 957 and in pound
+    # 333 vs 600; voltage 6,260 vs none.
+    ("width", "Width: 40 cm", "40.0 centimetre"),
+    ("item_weight", "Net wt 250 g", "250.0 gram"),
+    ("maximum_weight_recommendation", "Max load 120 kg", "120 kilogram"),
+    ("maximum_weight_recommendation", "Max load 300 lbs", "300 pound"),
+    ("voltage", "Input 230V", "230.0 volt"),
+    ("item_weight", "Net wt 12.5 g", "12.5 gram"),
+])
+def test_shipped_answers_follow_train_csvs_number_form(extractor, entity, text, expected):
+    assert extractor.predict(entity, text, "no-such-group").text() == expected
+
+
+def test_priors_leave_out_every_image_of_the_held_files(tmp_path):
+    from amlc.extract.train import held_out_priors
+    header = ["image_link", "group_id", "entity_name", "entity_value"]
+    train = write_csv(tmp_path / "train.csv", header, [["https://x/a.jpg", "1", "width", "10.0 centimetre"],
+                                                        ["https://x/b.jpg", "1", "width", "4.0 inch"],
+                                                        ["https://x/c.jpg", "1", "width", "2.0 metre"]])
+    held = [write_csv(tmp_path / "photos.csv", header, [["https://x/b.jpg", "1", "width", "4.0 inch"]]),
+            write_csv(tmp_path / "ocr.csv", header, [["https://x/c.jpg", "1", "width", "2.0 metre"]])]
+    assert held_out_priors(train, held).units == {"width": {"centimetre": 1}}
+
+
+PHOTO_OCR = Path(__file__).resolve().parent / "data" / "photos_val_ocr.jsonl"
+
+
+def test_the_extract_stage_and_eval_on_real_photo_ocr(tmp_path):
+    """Real PP-OCRv6 lines with boxes of labelled photos of the validation half (bench/photos.py
+    --write-fixture): the store holds them as `amlc run` wrote them, the extract stage answers,
+    `amlc eval` scores against the labels as written."""
+    rows = [json.loads(line) for line in PHOTO_OCR.read_text(encoding="utf-8").splitlines()]
+    header = ["index", "image_link", "group_id", "entity_name", "entity_value"]
+    labelled = write_csv(tmp_path / "photos-val.csv", header, [[r[k] for k in header] for r in rows])
+    amlc(tmp_path, "ingest", str(labelled), "--split", "photos-val")
+    store = tmp_path / "amlc.db"
+    by_link = {r["image_link"]: r["ocr"] for r in rows}
+    execute(store, "UPDATE jobs SET state = 'done' WHERE stage = 'fetch'", [()])
+    execute(store, "INSERT INTO ocr_results(image_id, engine, lines, text, preprocess, seconds, created_at) "
+                   "SELECT id, 'rapidocr', ?, ?, '{}', 0, 0 FROM images WHERE link = ?",
+            [(json.dumps(ocr), "\n".join(line["text"] for line in ocr["lines"]), link)
+             for link, ocr in by_link.items()])
+    execute(store, "UPDATE jobs SET state = 'done' WHERE stage = 'ocr'", [()])
+    amlc(tmp_path, "run", "--stages", "extract", "--exit-when-done", "--no-dashboard")
+    report = amlc_json(tmp_path, "eval", "--split", "photos-val", "--source", "rules", "--only")
+    numeric, strict = report["numeric"], report["strict"]
+    assert numeric["tp"] + numeric["fp"] + numeric["fn"] == len(rows)
+    # Measured: 9 of the 13 right numerically, 8 also as the label writes them.
+    assert numeric["tp"] >= 8 and 7 <= strict["tp"] <= numeric["tp"]

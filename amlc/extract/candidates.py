@@ -111,6 +111,7 @@ class Candidate:
     line: int
     line_text: str
     column: int = 0            # offset of the number within its line
+    line_before: str = ""      # the OCR line before its own (a label's keyword often sits there)
     range_role: str = ""       # '', 'low' or 'high' (100-240V)
     chain_index: int = 0       # position in '10 x 20 x 30 cm', 0-based
     chain_size: int = 1
@@ -362,12 +363,13 @@ def extract_candidates(ocr: str | Sequence[Any]) -> list[Candidate]:
     taken = {c.start for c in candidates}
     candidates += [c for c in _listed_candidates(links, index) if c.start not in taken]
     candidates.sort(key=lambda c: c.start)
-    _attach_lines(candidates, items)
+    _attach_lines(candidates, items, index)
     return candidates
 
 
-def _attach_lines(candidates: list[Candidate], items: list[Any]) -> None:
+def _attach_lines(candidates: list[Candidate], items: list[Any], index: LineIndex) -> None:
     for cand in candidates:
+        cand.line_before = index.lines[cand.line - 1] if cand.line > 0 else ""
         item = items[cand.line] if cand.line < len(items) else None
         if item is not None and not isinstance(item, str):
             cand.box = getattr(item, "box", None)
@@ -398,5 +400,5 @@ def bare_candidates(ocr: str | Sequence[Any], unit: str) -> list[Candidate]:
         out.append(Candidate(n.value, unit, "", n.start, n.end, line, index.lines[line],
                              column=n.start - index.starts[line], slipped=n.slipped,
                              fraction=n.fraction, bare=True))
-    _attach_lines(out, items)
+    _attach_lines(out, items, index)
     return out

@@ -25,21 +25,12 @@ DEFAULT_PRIORS = MODEL_DIR / "priors.json"
 # Hand-set weights added to the learned ones. A range label ('[100.0, 240.0] volt', 1,775 of the
 # voltage rows in train.csv) is scored by its upper bound, so the low end of '100-240V' is almost
 # never the answer; the labelled OCR rows hold only two ranges, too few to learn that from.
-# train_partial.csv has range labels for every entity but the dimensions (none of 133k rows), and
+# train.csv has range labels for every entity but the dimensions (none of 132k rows), and
 # on the labelled OCR rows a dimension range ('40-48cm' for an adjustable height) is more often
 # labelled by its low end, so the rule leaves dimensions to the learned range_low:<entity>.
-#
-# The box features cannot be learned from the shared text (it has no boxes); until labelled
-# rows with boxes exist they get modest hand-set weights, each below what the keyword
-# feature learns (about 0.6): a measure printed larger than the text around it is more often the
-# headline value, and a number written vertically beside a drawing is more often its height
-# than its width or depth.
+# Everything else, the box features included, is fitted (amlc.extract.train).
 RANGE_LABELLED = ("item_weight", "maximum_weight_recommendation", "voltage", "wattage", "item_volume")
-RULE_WEIGHTS: dict[str, float] = {
-    **{f"range_low:{entity}": -1.5 for entity in RANGE_LABELLED},
-    "box_rel_size": 0.3,
-    "box_vertical:height": 0.5, "box_vertical:width": -0.3, "box_vertical:depth": -0.3,
-}
+RULE_WEIGHTS: dict[str, float] = {f"range_low:{entity}": -1.5 for entity in RANGE_LABELLED}
 
 
 @dataclass
@@ -47,9 +38,11 @@ class Prediction:
     answer: Answer | None          # None = abstain
     confidence: float
     candidates: list[Candidate]    # allowed for the entity, best first
+    whole_number_bare: bool = False   # the labels of this entity, unit and group write '21', not '21.0'
 
     def text(self) -> str:
-        return str(self.answer) if self.answer else ""
+        """The answer as the labels write it ('21.0 centimetre'), or '' for a blank."""
+        return self.answer.label_text(self.whole_number_bare) if self.answer else ""
 
 
 @dataclass
@@ -115,7 +108,8 @@ class Extractor:
         _, confidence, best = ranked[0]
         if confidence < self.model.thresholds.get(entity, 0.0):
             return Prediction(None, confidence, ordered)
-        return Prediction(make_answer(best.value, best.unit, entity), confidence, ordered)
+        bare = self.priors.whole_number_bare(entity, best.unit, group_id)
+        return Prediction(make_answer(best.value, best.unit, entity), confidence, ordered, bare)
 
 
 def load_model(path: Path) -> Model:

@@ -1,4 +1,5 @@
-"""Labelled OCR rows (ocr_labeled.csv's shape) and the project's one fixed-seed split.
+"""Labelled OCR rows (ocr_labeled.csv's text, or a store's OCR lines with boxes) and the
+project's one fixed-seed split.
 
 The split hashes each row's image (its `image_link`), so an image never lands in both halves and
 every part of amlc (rules, LLM, benchmarks) scores the same validation rows.
@@ -8,25 +9,42 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
+from ..ocr.base import OcrLine, OcrResult
+
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 OCR_LABELED = SHARED_DATA / "ocr_labeled.csv"
-TRAIN_PARTIAL = SHARED_DATA / "train_partial.csv"
+TRAIN_CSV = SHARED_DATA / "train.csv"
+PHOTOS_CSV = SHARED_DATA / "photos.csv"
 
 Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
 class TextRow:
-    """One labelled row: what the extractor sees (entity, OCR text, group) and the truth."""
+    """One labelled row: what the extractor sees (entity, OCR text, group) and the truth
+    (the label as the file writes it)."""
     entity: str
     ocr_text: str
     truth: str = ""
     group_id: str = ""
     image_link: str = ""
+    lines: tuple[OcrLine, ...] | None = None   # the OCR lines with boxes, when read from a store
+
+    @property
+    def ocr(self) -> str | Sequence[OcrLine]:
+        """What the extractor reads: the lines with their boxes where known, else the text."""
+        return self.ocr_text if self.lines is None else self.lines
+
+    @property
+    def from_store(self) -> bool:
+        """Read by amlc's own OCR (lines with boxes), not a labelled text file."""
+        return self.lines is not None
 
 
 def read_text_rows(path: str | Path) -> list[TextRow]:
@@ -35,6 +53,27 @@ def read_text_rows(path: str | Path) -> list[TextRow]:
         return [TextRow(r["entity_name"], r.get("ocr_text") or "", r.get("entity_value") or "",
                         r.get("group_id") or "", r.get("image_link") or "")
                 for r in csv.DictReader(handle)]
+
+
+STORE_ROWS_SQL = """
+SELECT s.entity, s.raw_label, s.group_id, i.link, o.lines FROM samples s
+JOIN images i ON i.id = s.image_id
+JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
+WHERE s.raw_label IS NOT NULL AND s.label_error IS NULL {where} ORDER BY s.split, s.idx
+"""
+
+
+def read_store_rows(store: str | Path, engine: str = "rapidocr", splits: Sequence[str] = ()) -> list[TextRow]:
+    """The labelled, OCR'd samples of a store (a work folder's amlc.db), with their lines as
+    `amlc run` read them: what the extractor sees live."""
+    where = f"AND s.split IN ({','.join('?' * len(splits))})" if splits else ""
+    with closing(sqlite3.connect(f"file:{Path(store).resolve()}?mode=ro", uri=True)) as conn:
+        found = conn.execute(STORE_ROWS_SQL.format(where=where), (engine, *splits)).fetchall()
+    rows = []
+    for entity, label, group, link, lines_json in found:
+        result = OcrResult.from_json(lines_json)
+        rows.append(TextRow(entity, result.text(), label, group, link, tuple(result.lines)))
+    return rows
 
 
 def _field(row: Any, name: str) -> str:

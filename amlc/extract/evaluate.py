@@ -12,7 +12,7 @@ PredictFn = Callable[[TextRow], str]
 
 
 def extractor_fn(extractor: Extractor) -> PredictFn:
-    return lambda row: extractor.predict(row.entity, row.ocr_text, row.group_id or None).text()
+    return lambda row: extractor.predict(row.entity, row.ocr, row.group_id or None).text()
 
 
 def evaluate(rows: Sequence[TextRow], predict: PredictFn) -> tuple[Report, list[str]]:

@@ -3,6 +3,12 @@
 Every feature is a named float; the model file holds one weight per name, so a feature that was
 never seen in training simply weighs nothing. Names ending in ':<entity>' are entity-specific
 (where the entities disagree: the first of '10 x 20 x 30' is a width, the last a height).
+
+Beside the words and numbers around a mention, two habits of the labels are features: which of
+two equal quantities in different units the label takes ('6.2 in / 16 cm': pair_*, from the
+group's unit shares, the order, the print size and the rest of the label's unit system), and
+which dimension is the larger in the product group (order_habit, from train.csv's images
+labelled with two dimensions).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from .candidates import AMBIGUOUS_UNITS, QUOTE_UNITS, Candidate, bare_candidates
 from .priors import SCALE, Priors
 
 KEYWORDS: dict[str, str] = {
-    "item_weight": r"net\.?\s*w(?:eigh)?t|nett?o?|weight|wt|peso|poids|gewicht|inhalt|contenu|gross",
+    "item_weight": r"net\.?\s*w(?:eigh)?t|\bn\.\s?w\b|nett?o?|weight|wt|peso|poids|gewicht|inhalt|contenu|contenido",
     "maximum_weight_recommendation": r"max(?:imum)?|load|capacity|up\s*to|holds?|supports?|bearing|"
                                      r"carry|rated",
     "height": r"height|high|tall|\bh\b|\bht\b|hauteur|höhe",
@@ -34,6 +40,8 @@ KEYWORD_RES = {e: re.compile(p, re.IGNORECASE) for e, p in KEYWORDS.items()}
 PART_CONTEXT_RE = re.compile(r"serving|portion|per\b|pro\b|each|approx|ca\.|calorie|kcal|fat|protein|"
                              r"carb|sugar|sodium|fibre|fiber|vitamin|dose|tablet|capsule|scoop|dv\b",
                              re.IGNORECASE)
+# Gross weight (package included) and peak power are printed beside the measure the label takes.
+GROSS_RE = re.compile(r"gross|\bg\.\s?w\b|peak|surge", re.IGNORECASE)
 SIBLINGS = {"height": ("width", "depth"), "width": ("height", "depth"), "depth": ("height", "width"),
             "item_weight": ("maximum_weight_recommendation",),
             "maximum_weight_recommendation": ("item_weight",),
@@ -98,26 +106,30 @@ def _size(c: Candidate) -> float:
     return float(c.value) * SCALE.get(c.unit, 1.0)
 
 
+def _box_extent(c: Candidate) -> tuple[float, float]:
+    """(width, height) of the candidate's line box."""
+    xs, ys = [p[0] for p in c.box or ()], [p[1] for p in c.box or ()]
+    return (max(xs) - min(xs), max(ys) - min(ys)) if xs else (0.0, 0.0)
+
+
+def _text_size(c: Candidate) -> float:
+    """The size of the letters: the shorter side of the line box (lines run either way)."""
+    return min(_box_extent(c))
+
+
 def _box_features(cand: Candidate, heights: list[float], entity: str) -> dict[str, float]:
-    """Text size and orientation, when the OCR gave boxes (the shared text has none, so these
-    weigh only what choose.RULE_WEIGHTS gives them until labelled rows with boxes exist)."""
+    """Text size and orientation, when the OCR gave boxes (the photos' PP-OCR lines do,
+    ocr_labeled.csv's text does not)."""
     if not cand.box or not heights:
         return {}
-    xs = [p[0] for p in cand.box]
-    ys = [p[1] for p in cand.box]
-    width, height = max(xs) - min(xs), max(ys) - min(ys)
+    width, height = _box_extent(cand)
     median = sorted(heights)[len(heights) // 2] or 1.0
-    return {"box_rel_size": math.log(max(min(width, height), 1e-3) / median),
+    return {"box_rel_size": math.log(max(_text_size(cand), 1e-3) / median),
             f"box_vertical:{entity}": float(height > 1.5 * width)}
 
 
 def _line_heights(candidates: Sequence[Candidate]) -> list[float]:
-    out = []
-    for c in candidates:
-        if c.box:
-            xs, ys = [p[0] for p in c.box], [p[1] for p in c.box]
-            out.append(min(max(xs) - min(xs), max(ys) - min(ys)))
-    return out
+    return [_text_size(c) for c in candidates if c.box]
 
 
 METRIC = frozenset({"centimetre", "metre", "millimetre", "gram", "kilogram", "milligram", "microgram",
@@ -125,15 +137,19 @@ METRIC = frozenset({"centimetre", "metre", "millimetre", "gram", "kilogram", "mi
 EQUIVALENT = 0.04   # sizes within 4% are one measure written in two units ('250g (8.8 oz)')
 
 
-def _pair_roles(candidates: Sequence[Candidate], sizes: list[float]) -> list[str]:
-    """'first'/'second' when a neighbour states the same size in another unit."""
-    roles = [""] * len(candidates)
-    for i in range(len(candidates) - 1):
-        a, b = sizes[i], sizes[i + 1]
-        if candidates[i].unit != candidates[i + 1].unit and a > 0 and abs(a - b) <= EQUIVALENT * a:
-            roles[i] = roles[i] or "first"
-            roles[i + 1] = "second"
-    return roles
+PAIR_REACH = 2      # an equal quantity in another unit is looked for this many mentions away
+
+
+def _partners(candidates: Sequence[Candidate], sizes: list[float]) -> list[int | None]:
+    """For each candidate, the nearest one that states the same size in another unit
+    ('6.2 in / 16 cm', 'NET WT 56.70 g (2 oz)'), or None."""
+    partners: list[int | None] = [None] * len(candidates)
+    for i, c in enumerate(candidates):
+        near = sorted(range(max(0, i - PAIR_REACH), min(len(candidates), i + PAIR_REACH + 1)),
+                      key=lambda j: (abs(j - i), j))
+        partners[i] = next((j for j in near if candidates[j].unit != c.unit and sizes[i] > 0
+                            and abs(sizes[i] - sizes[j]) <= EQUIVALENT * sizes[i]), None)
+    return partners
 
 
 def _size_ranks(sizes: list[float]) -> tuple[list[int], int]:
@@ -155,17 +171,21 @@ class _TextView:
     unit_counts: Counter
     ranks: list[int]
     n_sizes: int
-    roles: list[str]
+    partners: list[int | None]
     heights: list[float]
     metric_share: float
+    unpaired_metric_share: float   # the same over the mentions outside equal-quantity pairs
 
     @classmethod
     def of(cls, candidates: Sequence[Candidate], mentions: Sequence[Candidate]) -> "_TextView":
         sizes = [_size(c) for c in candidates]
         ranks, n_sizes = _size_ranks(sizes)
+        partners = _partners(candidates, sizes)
+        paired = {c.start for c, j in zip(candidates, partners) if j is not None}
         return cls(len(candidates), Counter((c.value, c.unit) for c in candidates),
-                   Counter(c.unit for c in candidates), ranks, n_sizes,
-                   _pair_roles(candidates, sizes), _line_heights(candidates), _metric_share(mentions))
+                   Counter(c.unit for c in candidates), ranks, n_sizes, partners,
+                   _line_heights(candidates), _metric_share(mentions),
+                   _metric_share([m for m in mentions if m.start not in paired]))
 
 
 def _prior_features(c: Candidate, entity: str, group: str | None, priors: Priors) -> dict[str, float]:
@@ -188,12 +208,22 @@ def _mean_logp(logps: Iterable[float]) -> float:
     return math.log(sum(math.exp(v) for v in values) / len(values))
 
 
+def _keyword_line_before(c: Candidate, entity: str) -> bool:
+    """The entity's keyword ends the line before, and nothing but the number starts this one
+    ('NET WT.' above '250g' on a label read line by line)."""
+    if not c.line_before or c.line_text[:c.column].strip():
+        return False
+    return bool(KEYWORD_RES[entity].search(re.split(r"\d", c.line_before)[-1][-KEYWORD_WINDOW:]))
+
+
 def _mention_features(c: Candidate, entity: str) -> dict[str, float]:
     """How the mention is written, and the words before it."""
     return {
         "bias_in_text": 1.0,
         "keyword": float(_keyword_before(c.line_text, c, entity)),
         "keyword_adjacent": float(_keyword_adjacent(c.line_text, c, entity)),
+        "keyword_line_before": float(_keyword_line_before(c, entity)),
+        "gross_before": float(bool(GROSS_RE.search(c.line_text[max(0, c.column - KEYWORD_WINDOW):c.column]))),
         "keyword_sibling": float(any(_keyword_before(c.line_text, c, s) for s in SIBLINGS[entity])),
         "range_high": float(c.range_role == "high"),
         "range_low": float(c.range_role == "low"),
@@ -229,10 +259,38 @@ def _standing_features(i: int, c: Candidate, entity: str, view: _TextView) -> di
         f"metric:{entity}": float(c.unit in METRIC),
         "metric_agrees": view.metric_share * (1 if c.unit in METRIC else -1),
     }
-    if view.roles[i]:
-        f[f"pair_{view.roles[i]}"] = 1.0
-        f[f"pair_{view.roles[i]}_metric"] = float(c.unit in METRIC)
     return f
+
+
+def _pair_features(i: int, candidates: Sequence[Candidate], entity: str, group: str | None,
+                   priors: Priors, view: _TextView) -> dict[str, float]:
+    """The label's unit convention, for a candidate whose quantity is also written in another
+    unit: which of the two comes first, which is printed larger, which unit the group's
+    labels use, and whether the rest of the label writes metric or imperial."""
+    j = view.partners[i]
+    if j is None:
+        return {}
+    c, other = candidates[i], candidates[j]
+    role, metric = ("first" if i < j else "second"), c.unit in METRIC
+    f = {f"pair_{role}": 1.0, f"pair_{role}_metric": float(metric), f"pair_metric:{entity}": float(metric),
+         "pair_unit_habit": priors.group_unit_logp(entity, group, c.unit)
+                            - priors.group_unit_logp(entity, group, other.unit),
+         "pair_style": view.unpaired_metric_share * (1 if metric else -1),
+         "pair_in_parentheses": float("(" in c.line_text[max(0, c.column - 2):c.column])}
+    if c.box and other.box and c.line != other.line:
+        f["pair_larger_text"] = math.log(max(_text_size(c), 1e-3) / max(_text_size(other), 1e-3))
+    return f
+
+
+def _order_features(i: int, c: Candidate, entity: str, group: str | None, priors: Priors,
+                    view: _TextView) -> dict[str, float]:
+    """A dimension's habit in its group: where heights are usually larger than widths (as
+    train.csv's images labelled with both show), the larger of the label's sizes is the height."""
+    if entity not in DIMENSIONS or view.n_sizes < 2:
+        return {}
+    habit = sum(priors.larger_logodds(entity, s, group) for s in SIBLINGS[entity]) / 2
+    place = 1 - 2 * view.ranks[i] / (view.n_sizes - 1)   # 1 for the largest, -1 for the smallest
+    return {"order_habit": habit * place, f"order_habit:{entity}": habit * place}
 
 
 def _layout_features(c: Candidate, entity: str, view: _TextView) -> dict[str, float]:
@@ -256,7 +314,9 @@ def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
     out = []
     for i, c in enumerate(candidates):
         f = {**_prior_features(c, entity, group, priors), **_mention_features(c, entity),
-             **_standing_features(i, c, entity, view), **_layout_features(c, entity, view)}
+             **_standing_features(i, c, entity, view), **_layout_features(c, entity, view),
+             **_pair_features(i, candidates, entity, group, priors, view),
+             **_order_features(i, c, entity, group, priors, view)}
         if c.bare:   # unit-less numbers rank by their own weights (no unit evidence to share)
             f.update({"bare_value_logp": f["value_logp"], "bare_first": f["first"],
                       "bare_keyword": f["keyword"], "bare_repeats": f["repeats"],

@@ -1,20 +1,23 @@
 """Value and unit priors per entity and product group, counted from labelled train rows.
 
 They answer "how plausible is 12 centimetre as a height in group 1234?": the unit's share among
-the entity's labels (overall and in the group) and the density of log10(value) for that unit.
+the entity's labels (overall and in the group) and the density of log10(value) for that unit;
+"is a height usually larger than the width beside it in this group?" (from images labelled with
+several dimensions); and "does this group's label write a whole number as '21' or '21.0'?".
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Iterable
 
-from ..units import AnswerError, parse_label
+from ..units import Answer, AnswerError, parse_label
 
 # How many base units (gram, millimetre, millilitre, volt, watt) one unit is; for ranking sizes.
 SCALE = {"centimetre": 10, "foot": 304.8, "inch": 25.4, "metre": 1000, "millimetre": 1, "yard": 914.4,
@@ -27,6 +30,11 @@ SCALE = {"centimetre": 10, "foot": 304.8, "inch": 25.4, "metre": 1000, "millimet
 LOG_BIN = 0.25          # width of a log10(value) bin: a quarter decade
 LOG_MIN, LOG_MAX = -3.0, 6.0
 GROUP_SMOOTHING = 20.0  # pseudo-counts of the entity-wide unit share mixed into each group's
+FORM_SMOOTHING = 2.0    # the same for the number form: a group's own habit decides quickly (a
+                        # group's labels were written in runs of one form)
+ORDER_SMOOTHING = 5.0   # the same for which dimension is the larger
+WHOLE_RE = re.compile(r"^\s*-?\d+(\.0+)?\s")   # a whole number, written bare or with '.0'
+DIMENSIONS = ("height", "width", "depth")
 
 
 def value_bin(value: Decimal) -> int:
@@ -54,16 +62,30 @@ class Priors:
     values: dict[str, list[int]] = field(default_factory=dict)                # "entity|unit" -> bin counts
     # "entity|group" -> {decade of the size in base units: count}; "entity|" holds the entity's
     group_sizes: dict[str, Counter[int]] = field(default_factory=dict)
+    # whole-number labels: "entity|unit" and "entity|unit|group" -> {"bare": n, "point": n}
+    forms: dict[str, Counter[str]] = field(default_factory=dict)
+    # images labelled with two dimensions: "a>b|group" and "a>b|" -> {"yes": n, "no": n}
+    order: dict[str, Counter[str]] = field(default_factory=dict)
 
     @classmethod
-    def count(cls, rows: Iterable[tuple[str, str, str]]) -> "Priors":
-        """From (entity, group_id, label) rows; unreadable labels are skipped."""
-        priors = cls(defaultdict(Counter), defaultdict(Counter), {}, defaultdict(Counter))
-        for entity, group, label in rows:
+    def count(cls, rows: Iterable[tuple[str, str, str] | tuple[str, str, str, str]]) -> "Priors":
+        """From (entity, group_id, label[, image_link]) rows; unreadable labels are skipped.
+        Rows of one image (same link) that label two dimensions teach which is the larger."""
+        priors = cls(defaultdict(Counter), defaultdict(Counter), {}, defaultdict(Counter),
+                     defaultdict(Counter), defaultdict(Counter))
+        images: dict[str, dict[str, Answer]] = defaultdict(dict)
+        for entity, group, label, *link in rows:
             try:
                 answer = parse_label(label, entity)
             except AnswerError:
                 continue
+            if link and entity in DIMENSIONS:
+                images[f"{group}|{link[0]}"][entity] = answer
+            whole = WHOLE_RE.match(label)
+            if whole:
+                form = "point" if whole.group(1) else "bare"
+                priors.forms[f"{entity}|{answer.unit}"][form] += 1
+                priors.forms[f"{entity}|{answer.unit}|{group}"][form] += 1
             priors.units[entity][answer.unit] += 1
             priors.group_units[f"{entity}|{group}"][answer.unit] += 1
             bins = priors.values.setdefault(f"{entity}|{answer.unit}", [0] * N_BINS)
@@ -73,13 +95,45 @@ class Priors:
                 decade = size_bin(answer.value, answer.unit)
                 priors.group_sizes[f"{entity}|{group}"][decade] += 1
                 priors.group_sizes[f"{entity}|"][decade] += 1
+        priors._count_order(images)
         return priors
 
+    def _count_order(self, images: dict[str, dict[str, Answer]]) -> None:
+        for key, dims in images.items():
+            group = key.split("|", 1)[0]
+            sizes = {e: float(a.value) * SCALE.get(a.unit, 1.0) for e, a in dims.items()}
+            for a in sizes:
+                for b in sizes:
+                    if a != b and sizes[a] != sizes[b]:
+                        verdict = "yes" if sizes[a] > sizes[b] else "no"
+                        self.order[f"{a}>{b}|{group}"][verdict] += 1
+                        self.order[f"{a}>{b}|"][verdict] += 1
+
     @classmethod
-    def from_csv(cls, path: str | Path) -> "Priors":
+    def from_csv(cls, path: str | Path, exclude_links: frozenset[str] | set[str] = frozenset()) -> "Priors":
+        """From a train CSV (official header), leaving out the rows of the given image links."""
         with open(path, newline="", encoding="utf-8") as handle:
-            return cls.count((r["entity_name"], r["group_id"], r["entity_value"])
-                             for r in csv.DictReader(handle))
+            return cls.count((r["entity_name"], r["group_id"], r["entity_value"], r["image_link"])
+                             for r in csv.DictReader(handle) if r["image_link"] not in exclude_links)
+
+    def whole_number_bare(self, entity: str, unit: str, group: str | None) -> bool:
+        """Whether labels write a whole number of this entity and unit as '21' rather than
+        '21.0' (the float form most labels use), by the group's habit, shrunk toward the
+        entity and unit's."""
+        overall = self.forms.get(f"{entity}|{unit}", Counter())
+        share = (overall["bare"] + 0.5) / (overall["bare"] + overall["point"] + 1)
+        counts = self.forms.get(f"{entity}|{unit}|{group}", Counter()) if group else Counter()
+        return counts["bare"] + FORM_SMOOTHING * share > counts["point"] + FORM_SMOOTHING * (1 - share)
+
+    def larger_logodds(self, entity: str, other: str, group: str | None) -> float:
+        """log odds that the entity's label is larger than the other dimension's on one image
+        of the group (entity-wide when the group has few such images)."""
+        overall = self.order.get(f"{entity}>{other}|", Counter())
+        p = (overall["yes"] + 1) / (overall["yes"] + overall["no"] + 2)
+        counts = self.order.get(f"{entity}>{other}|{group}", Counter()) if group else Counter()
+        yes = counts["yes"] + ORDER_SMOOTHING * p
+        no = counts["no"] + ORDER_SMOOTHING * (1 - p)
+        return math.log(yes / no)
 
     def unit_logp(self, entity: str, unit: str) -> float:
         counts = self.units.get(entity, Counter())
@@ -125,7 +179,9 @@ class Priors:
         return {"units": {k: dict(v) for k, v in self.units.items()},
                 "group_units": {k: dict(v) for k, v in self.group_units.items()},
                 "values": self.values,
-                "group_sizes": {k: {str(d): n for d, n in v.items()} for k, v in self.group_sizes.items()}}
+                "group_sizes": {k: {str(d): n for d, n in v.items()} for k, v in self.group_sizes.items()},
+                "forms": {k: dict(v) for k, v in self.forms.items()},
+                "order": {k: dict(v) for k, v in self.order.items()}}
 
     @classmethod
     def from_json(cls, data: dict) -> "Priors":
@@ -133,4 +189,6 @@ class Priors:
                    {k: Counter(v) for k, v in data["group_units"].items()},
                    {k: list(v) for k, v in data["values"].items()},
                    {k: Counter({int(d): n for d, n in v.items()})
-                    for k, v in data.get("group_sizes", {}).items()})
+                    for k, v in data.get("group_sizes", {}).items()},
+                   {k: Counter(v) for k, v in data.get("forms", {}).items()},
+                   {k: Counter(v) for k, v in data.get("order", {}).items()})

@@ -1,10 +1,13 @@
-"""Build the shipped model files from the shared data: `python -m amlc.extract.train`.
+"""Build the shipped model files from the shared data: `python -m amlc.extract.train --photos-store S`.
 
-priors.json: unit and value counts from train_partial.csv, leaving out every image of
-ocr_labeled.csv (so the validation images' own labels never inform their priors).
+priors.json: unit, value, order and number-form counts from train.csv, leaving out every image of
+ocr_labeled.csv and photos.csv (so no image the ranker learns from or is scored on informs its
+own priors).
 model.json: weights of a conditional-logit ranker (softmax over a row's candidates plus 'none')
-fitted with numpy on the train half of ocr_labeled.csv, and per-entity abstention thresholds
-tuned on a held-out part of that train half. The validation half is never read here.
+fitted with numpy on the train halves of ocr_labeled.csv (OCR text) and of the labelled photos
+as `amlc run` read them (PP-OCRv6 lines with boxes, from the store S of a work folder into which
+bench/photos.py ingested photos.csv), and per-entity abstention thresholds tuned on a held-out
+part of those train halves. The validation halves are never read here.
 """
 
 from __future__ import annotations
@@ -20,33 +23,55 @@ import numpy as np
 
 from ..units import ENTITIES, AnswerError, parse_label
 from .choose import DEFAULT_MODEL, DEFAULT_PRIORS, RULE_WEIGHTS, Extractor, Model
-from ..metric import Report, score
-from .data import OCR_LABELED, TRAIN_PARTIAL, TextRow, fold_of, read_text_rows, split_rows
+from ..metric import Report, classify_error, score
+from .data import (OCR_LABELED, PHOTOS_CSV, TRAIN_CSV, TextRow, fold_of, read_store_rows,
+                   read_text_rows, split_rows)
 from .features import entity_candidates, featurize
 from .priors import Priors
 
-L2 = 0.003          # ridge penalty on the row-mean loss; 5-fold CV on the train half: 0.001-0.003
-                    # best, 0.03 clearly worse
+L2 = 0.001          # ridge penalty on the row-mean loss; 5-fold CV on the train halves (text,
+                    # photos): 0.0003 0.706/0.829, 0.001 0.709/0.838, 0.003 0.706/0.838, 0.01 0.700/0.836
 STEPS = 600         # Adam steps; the loss is flat well before this on ~1k rows
 LEARNING_RATE = 0.05
 TUNE_SEED = 1       # the second split (of the train half) that tunes the thresholds
 THRESHOLD_GRID = [i / 20 for i in range(20)]
 
 
-def build_priors(train_csv: Path, exclude_links: set[str]) -> Priors:
-    with open(train_csv, newline="", encoding="utf-8") as handle:
-        return Priors.count((r["entity_name"], r["group_id"], r["entity_value"])
-                            for r in csv.DictReader(handle) if r["image_link"] not in exclude_links)
+PHOTO_WEIGHT = 1.0  # weight of a photo row against a text row in the loss; CV on the photos:
+                    # 0.5 and 2 both 0.829, 1 0.832
+
+
+def image_links(*csv_files: Path) -> set[str]:
+    links: set[str] = set()
+    for path in csv_files:
+        with open(path, newline="", encoding="utf-8") as handle:
+            links |= {r["image_link"] for r in csv.DictReader(handle)}
+    return links
+
+
+def held_out_priors(train_csv: Path = TRAIN_CSV, held: Sequence[Path] = (OCR_LABELED, PHOTOS_CSV)) -> Priors:
+    """Priors from train_csv without any image of the labelled files (train or validation half)."""
+    return Priors.from_csv(train_csv, image_links(*held))
+
+
+def training_rows(labeled: Path = OCR_LABELED, photos_store: Path | None = None) -> list[TextRow]:
+    """The train halves: ocr_labeled.csv's text rows, then the photos' rows with their lines."""
+    rows = split_rows(read_text_rows(labeled))[0]
+    if photos_store is not None:
+        rows += split_rows(read_store_rows(photos_store))[0]
+    return rows
 
 
 @dataclass
 class Design:
-    """All candidates of all rows stacked: features X, the row of each, whether it is right."""
+    """All candidates of all rows stacked: features X, the row of each, whether it is right,
+    and each row's weight in the loss."""
     names: list[str]
     x: np.ndarray
     row: np.ndarray
     correct: np.ndarray
     n_rows: int
+    row_weight: np.ndarray
 
     @property
     def offset(self) -> np.ndarray:
@@ -55,21 +80,23 @@ class Design:
         return self.x @ rules
 
 
-def build_design(rows: Sequence[TextRow], priors: Priors) -> Design:
+def build_design(rows: Sequence[TextRow], priors: Priors, photo_weight: float = PHOTO_WEIGHT) -> Design:
     feats, row_ids, correct = [], [], []
     for i, r in enumerate(rows):
         try:
             truth = parse_label(r.truth, r.entity)
         except AnswerError:
             continue
-        cands, mentions = entity_candidates(r.ocr_text, r.entity, r.group_id, priors)
+        cands, mentions = entity_candidates(r.ocr, r.entity, r.group_id, priors)
         for c, f in zip(cands, featurize(cands, r.entity, r.group_id, priors, mentions)):
             feats.append(f)
             row_ids.append(i)
             correct.append(c.value == truth.value and c.unit == truth.unit)
     names = sorted({k for f in feats for k in f})
     x = np.array([[f.get(k, 0.0) for k in names] for f in feats], dtype=float).reshape(len(feats), len(names))
-    return Design(names, x, np.array(row_ids, dtype=int), np.array(correct, dtype=bool), len(rows))
+    weights = np.array([photo_weight if r.from_store else 1.0 for r in rows])
+    return Design(names, x, np.array(row_ids, dtype=int), np.array(correct, dtype=bool), len(rows),
+                  weights / weights.mean() if len(rows) else weights)
 
 
 def _loss_grad(w: np.ndarray, d: Design, none: float = 0.0) -> tuple[float, np.ndarray]:
@@ -82,17 +109,17 @@ def _loss_grad(w: np.ndarray, d: Design, none: float = 0.0) -> tuple[float, np.n
     good = np.bincount(d.row, e * d.correct, d.n_rows)
     has_good = np.bincount(d.row, d.correct, d.n_rows) > 0
     numer = np.where(has_good, good, np.exp(-top))
-    loss = -np.mean(np.log(numer / denom)) + L2 * w @ w
+    loss = -np.mean(d.row_weight * np.log(numer / denom)) + L2 * w @ w
     p = e / denom[d.row]                       # P(candidate)
     q = np.where(d.correct & has_good[d.row], e / np.maximum(good[d.row], 1e-300), 0.0)
-    grad = ((p - q) @ d.x) / d.n_rows + 2 * L2 * w
+    grad = (((p - q) * d.row_weight[d.row]) @ d.x) / d.n_rows + 2 * L2 * w
     return float(loss), grad
 
 
 def answerable(d: Design) -> Design:
     """Only the rows with a right candidate: the ranker learns to order, not to abstain."""
     keep = (np.bincount(d.row, d.correct, d.n_rows) > 0)[d.row]
-    return Design(d.names, d.x[keep], d.row[keep], d.correct[keep], d.n_rows)
+    return Design(d.names, d.x[keep], d.row[keep], d.correct[keep], d.n_rows, d.row_weight)
 
 
 def fit_none_score(w: dict[str, float], d: Design) -> float:
@@ -130,18 +157,11 @@ def tune_thresholds(extractor: Extractor, rows: Sequence[TextRow],
         scored = []
         for r in rows:
             if r.entity == entity:
-                pred = extractor.predict(entity, r.ocr_text, r.group_id)
-                right = pred.answer is not None and _same(pred.text(), r.truth, entity)
+                pred = extractor.predict(entity, r.ocr, r.group_id)
+                right = pred.answer is not None and classify_error(entity, r.truth, pred.text()) is None
                 scored.append((pred.confidence, right, pred.answer is not None))
         thresholds[entity] = _best_threshold(scored, blank_rates.get(entity, 0.0))
     return thresholds
-
-
-def _same(pred: str, truth: str, entity: str) -> bool:
-    try:
-        return str(parse_label(truth, entity)) == pred
-    except AnswerError:
-        return False
 
 
 def _best_threshold(scored: list[tuple[float, bool, bool]], blank_rate: float) -> float:
@@ -157,33 +177,32 @@ def _best_threshold(scored: list[tuple[float, bool, bool]], blank_rate: float) -
     return best
 
 
-def cross_validate(rows: Sequence[TextRow], priors: Priors, folds: int = 5, repeats: int = 1) -> Report:
-    """F1 of k-fold cross-validation: each row predicted by weights fitted on the other folds
-    (folds by image hash, a fresh assignment per repeat; every prediction pooled in one report).
-    This is how features and settings are chosen without reading the validation half."""
-    scored: list[tuple[str, str, str]] = []
+def predict_rows(extractor: Extractor, rows: Sequence[TextRow]) -> list[tuple[str, str, str]]:
+    """(entity, truth, prediction) of each row, as metric.score takes them."""
+    return [(r.entity, r.truth, extractor.predict(r.entity, r.ocr, r.group_id or None).text()) for r in rows]
+
+
+def cross_validate(rows: Sequence[TextRow], priors: Priors, folds: int = 5, repeats: int = 1,
+                   photo_weight: float = PHOTO_WEIGHT) -> tuple[Report, Report]:
+    """k-fold cross-validation: each row predicted by weights fitted on the other folds (folds
+    by image hash, a fresh assignment per repeat; every prediction pooled). Returns the reports
+    of the text rows and of the photo rows (those with boxes). This is how features and
+    settings are chosen without reading the validation halves."""
+    scored: list[tuple[bool, tuple[str, str, str]]] = []
     for repeat in range(repeats):
         assignment = [fold_of(row, folds, repeat) for row in rows]
         for k in range(folds):
             fit = [row for row, f in zip(rows, assignment) if f != k]
-            extractor = Extractor(Model(fit_weights(build_design(fit, priors))), priors)
-            scored += [(row.entity, row.truth,
-                        extractor.predict(row.entity, row.ocr_text, row.group_id or None).text())
-                       for row, f in zip(rows, assignment) if f == k]
-    return score(scored)
+            extractor = Extractor(Model(fit_weights(build_design(fit, priors, photo_weight))), priors)
+            held = [row for row, f in zip(rows, assignment) if f == k]
+            scored += zip((r.from_store for r in held), predict_rows(extractor, held))
+    return (score(s for photo, s in scored if not photo), score(s for photo, s in scored if photo))
 
 
-def labeled_priors(labeled: Path = OCR_LABELED, train_csv: Path = TRAIN_PARTIAL) -> Priors:
-    """Priors from train_csv without any image of the labelled file (train or validation half)."""
-    with open(labeled, newline="", encoding="utf-8") as handle:
-        exclude = {r["image_link"] for r in csv.DictReader(handle)}
-    return build_priors(train_csv, exclude)
-
-
-def train(labeled: Path = OCR_LABELED, train_csv: Path = TRAIN_PARTIAL,
+def train(labeled: Path = OCR_LABELED, photos_store: Path | None = None, train_csv: Path = TRAIN_CSV,
           blank_rates: dict[str, float] | None = None) -> tuple[Model, Priors]:
-    priors = labeled_priors(labeled, train_csv)
-    train_half, _ = split_rows(read_text_rows(labeled))
+    priors = held_out_priors(train_csv)
+    train_half = training_rows(labeled, photos_store)
     fit_rows, tune_rows = split_rows(train_half, seed=TUNE_SEED, val_fraction=0.3)
     fit_design = build_design(fit_rows, priors)
     fit_w = fit_weights(fit_design)
@@ -192,25 +211,30 @@ def train(labeled: Path = OCR_LABELED, train_csv: Path = TRAIN_PARTIAL,
     design = build_design(train_half, priors)       # refit on the whole train half
     weights = fit_weights(design)
     none_score = fit_none_score(weights, design)
-    meta = {"train_rows": len(train_half), "blank_rates": blank_rates or {},
-            "built_by": "python -m amlc.extract.train"}
+    photo_rows = sum(r.from_store for r in train_half)
+    meta = {"train_rows": len(train_half), "photo_rows": photo_rows, "text_rows": len(train_half) - photo_rows,
+            "blank_rates": blank_rates or {}, "built_by": "python -m amlc.extract.train"}
     return Model(weights, thresholds, meta, none_score), priors
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labeled", type=Path, default=OCR_LABELED)
-    parser.add_argument("--train-csv", type=Path, default=TRAIN_PARTIAL)
+    parser.add_argument("--photos-store", type=Path, default=None,
+                        help="amlc.db of a work folder holding the labelled photos, OCR'd by amlc run "
+                             "(bench/photos.py makes one); its train half is learned from")
+    parser.add_argument("--train-csv", type=Path, default=TRAIN_CSV)
     parser.add_argument("--blank-rate", action="append", default=[], metavar="ENTITY=RATE",
                         help="expected share of empty truths for an entity (repeatable); default 0")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--priors", type=Path, default=DEFAULT_PRIORS)
     args = parser.parse_args(argv)
     rates = {k: float(v) for k, v in (item.split("=", 1) for item in args.blank_rate)}
-    model, priors = train(args.labeled, args.train_csv, rates)
+    model, priors = train(args.labeled, args.photos_store, args.train_csv, rates)
     args.priors.write_text(json.dumps(priors.to_json(), separators=(",", ":")), encoding="utf-8")
     args.model.write_text(json.dumps(model.to_json(), indent=1, sort_keys=True), encoding="utf-8")
-    print(f"wrote {args.model} ({len(model.weights)} weights) and {args.priors}")
+    print(f"wrote {args.model} ({len(model.weights)} weights; {model.meta['text_rows']} text rows, "
+          f"{model.meta['photo_rows']} photo rows) and {args.priors}")
 
 
 if __name__ == "__main__":
