@@ -96,7 +96,10 @@ def test_eval_scores_strictly_against_the_raw_label_and_records_the_weighted_f1(
     assert (report["strict"]["tp"], report["strict"]["fp"]) == (1, 2)
     # width is all right and outweighs item_weight (half right) in the test mix
     assert report["weighted"]["numeric"]["f1"] > report["numeric"]["f1"]
-    stored = query(tmp_path / "amlc.db", "SELECT metrics FROM runs WHERE kind = 'eval'")
-    assert json.loads(stored[-1][0])["weighted"] == report["weighted"]
+    stored = json.loads(query(tmp_path / "amlc.db", "SELECT metrics FROM runs WHERE kind = 'eval'")[-1][0])
+    assert stored["weighted"] == report["weighted"]
+    assert stored["by_source"]["rules"] == {"f1": pytest.approx(report["numeric"]["f1"]),
+                                           "strict_f1": pytest.approx(report["strict"]["f1"]),
+                                           "weighted_f1": pytest.approx(report["weighted"]["numeric"]["f1"])}
     text = amlc(tmp_path, "eval", "--split", "val").output
     assert "all, weighted to the test mix" in text

@@ -157,7 +157,8 @@ def check_command(submission: Path, test_csv: Path, as_json: bool) -> None:
 def eval_command(ctx: click.Context, split: str, sources: tuple[str, ...], only: bool,
                  as_json: bool) -> None:
     """Score the stored predictions of a labelled SPLIT with the official F1, numeric and
-    strict, overall and per entity, with a breakdown of errors. The result is recorded as a
+    strict (against the label as the file wrote it), per entity, overall and reweighted to
+    the test set's entity mix, with a breakdown of errors. The result is recorded as a
     run in the store. The last line is `f1=<numeric F1>`.
 
     \b
@@ -170,7 +171,8 @@ def eval_command(ctx: click.Context, split: str, sources: tuple[str, ...], only:
         by_source = {}
         for source in await split_sources(conn, split):  # each alone too, for `amlc export`
             alone, _ = await evaluate_split(conn, split, (source,), only=True)
-            by_source[source] = {"f1": alone.f1, "strict_f1": alone.strict.f1}
+            by_source[source] = {"f1": alone.f1, "strict_f1": alone.strict.f1,
+                                 "weighted_f1": alone.weighted()[0].f1}
         await finish_run(conn, run_id, json.dumps({**report.as_dict(), "skipped": skipped,
                                                    "by_source": by_source}))
         return report, skipped
