@@ -1,5 +1,6 @@
 """Assemble and run the daemon: open the store, build the chosen stages, run the engine with
-its dashboard, and stop cleanly on SIGINT/SIGTERM (a second SIGINT stops at once)."""
+its dashboard, and stop cleanly on SIGINT/SIGTERM (a second SIGINT stops at once) or on a
+fatal fault, whose cause the result carries."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .dashboard import Dashboard
+from .dashboard import Dashboard, StageCounts, store_counts
 from .engine import Engine
-from .jobs import RetryPolicy, release_expired
+from .faults import RunFailed
+from .jobs import RetryPolicy
+from .startup import settle_store
 from .runlock import RunLock
 from .store import open_reader, open_writer
 from .workdir import Workdir
@@ -49,10 +52,10 @@ class RunConfig:
     fallback: bool = True            # keep the rules' answer where the model abstains
     llm_workers: int | None = None   # llama.cpp processes (0: in a thread); None: per device
     gpu_layers: int | None = None    # layers offloaded to the GPU (-1 all); None: all if it can
+    llm_batch: int | None = None     # rows a llama.cpp worker decodes together; None: per device
     ray: str | None = None           # run OCR/predict workers as actors on this Ray cluster
     ocr_gpus: float = 0.0            # with ray: each OCR actor's share of a GPU (0: CPU only)
     llm_gpus: float = 0.0            # with ray: GPUs per llama.cpp actor (0: CPU only)
-    llm_batch: int | None = None     # rows a llama.cpp worker decodes together; None: per device
 
 
 async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitStack) -> list[Any]:
@@ -66,7 +69,7 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
                                    read_timeout=config.fetch_timeout, local_root=config.local_images,
                                    **config.fetch_options)
         fetcher = await stack.enter_async_context(Fetcher(workdir.images, fetch_config))
-        stages.append(FetchStage(fetcher, config.fetch_workers, policy, config.local_images))
+        stages.append(FetchStage(fetcher, config.fetch_workers, policy, workdir.root, config.local_images))
     if "ocr" in config.stages:
         from .ocr import OcrSpec, Preprocess, default_ocr_batch, default_ocr_workers
         preprocess = Preprocess(max_side=config.ocr_max_side, autocontrast=config.ocr_autocontrast)
@@ -80,7 +83,7 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
                                          read_file, share)
         else:
             pool = await _start_pool(spec, workers, stack)
-        stages.append(OcrStage(pool, batch, policy))
+        stages.append(OcrStage(pool, batch, policy, workdir.root))
     if "extract" in config.stages:
         from .extract import Extractor
         stages.append(ExtractStage(Extractor.load(), config.ocr_engine, policy))
@@ -117,28 +120,49 @@ async def _start_ray_pool(address: str, spec: Any, actors: int | None, gpus: flo
     return pool
 
 
-async def run_pipeline(workdir: Workdir, config: RunConfig) -> Engine:
+@dataclass
+class RunResult:
+    engine: Engine
+    counts: dict[str, StageCounts]  # what the store holds at the end, per stage
+    fatal: str | None = None        # why the run stopped on its own; None after a normal stop
+
+    def raise_if_failed(self) -> "RunResult":
+        if self.fatal is not None:
+            raise RunFailed(self.fatal)
+        return self
+
+
+async def run_pipeline(workdir: Workdir, config: RunConfig) -> RunResult:
+    # A write past `ulimit -f` then fails with EFBIG (a fault we report) instead of killing us.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     with RunLock(workdir.run_lock):
         async with AsyncExitStack() as stack:
             conn = await open_writer(workdir.store)
             stack.push_async_callback(conn.close)
             # We hold the run lock, so every lease left in the store is a dead process's.
-            await release_expired(conn, everything=True)
+            await settle_store(conn, workdir, config.max_attempts,
+                               config.ocr_engine if "ocr" in config.stages else None)
             reader = await open_reader(workdir.store)
             stack.push_async_callback(reader.close)
             writer = await stack.enter_async_context(BatchWriter(conn))
             engine = Engine(await _build_stages(config, workdir, stack), writer, reader,
-                            config.lease_seconds, config.poll_seconds)
+                            config.lease_seconds, config.poll_seconds, workdir.root)
             live = config.dashboard and sys.stderr.isatty()
             dashboard = Dashboard(engine, reader, live, 0.5 if live else config.log_every)
             await _run_with_signals(engine, dashboard, config.exit_when_done)
-            return engine
+            return RunResult(engine, await _counts(reader), engine.fatal)
+
+
+async def _counts(reader: Any) -> dict[str, StageCounts]:
+    try:
+        return await store_counts(reader)
+    except Exception:  # the store is unreadable: the fault already says why
+        return {}
 
 
 async def _run_with_signals(engine: Engine, dashboard: Dashboard, exit_when_done: bool) -> None:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
-    show = asyncio.create_task(dashboard.run())
 
     def on_signal(signum: int) -> None:
         if engine.stopping.is_set() and signum == signal.SIGINT and main:
@@ -150,11 +174,9 @@ async def _run_with_signals(engine: Engine, dashboard: Dashboard, exit_when_done
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await engine.run(exit_when_done)
+        await engine.run(exit_when_done, dashboard.run())
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-        show.cancel()
-        await asyncio.gather(show, return_exceptions=True)
-        if not dashboard.live:
+        if not dashboard.live and engine.fatal is None:
             dashboard.console.print(await dashboard.line(), markup=False, highlight=False)

@@ -63,8 +63,8 @@ def test_tiny_demo_end_to_end_then_resumes(tmp_path: Path) -> None:
     out = amlc(work, "demo", "--size", "tiny").output
     assert "F1 on val" in out and "rules" in out and "tiny-lora" in out, out
     states = query(work / "amlc.db", "SELECT stage, state, count(*) FROM jobs GROUP BY 1, 2")
-    assert {(s, st) for s, st, _ in states} == {("fetch", "done"), ("ocr", "done"), ("extract", "done"),
-                                                ("predict:tiny-lora", "done")}
+    assert {(s.split("@")[0], st) for s, st, _ in states} == {
+        ("fetch", "done"), ("ocr", "done"), ("extract", "done"), ("predict:tiny-lora", "done")}
     val_test = query(work / "amlc.db", "SELECT count(*) FROM samples WHERE split IN ('val', 'test')")[0][0]
     answered = query(work / "amlc.db", "SELECT count(*) FROM predictions p JOIN samples s ON s.id = p.sample_id "
                                        "WHERE p.source = 'tiny-lora' AND s.split IN ('val', 'test')")[0][0]

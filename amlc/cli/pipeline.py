@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import traceback
 from pathlib import Path
 from typing import Callable
 
 import click
 
 from ..jobs import retry_failed as retry_failed_jobs
-from ..pipeline import ALL_STAGES, RunConfig, run_pipeline
+from ..dashboard import StageCounts
+from ..faults import is_fatal
+from ..pipeline import ALL_STAGES, RunConfig, RunResult, run_pipeline
 from ..runlock import AlreadyRunning
 from ..workers import WorkerStartError
 from .common import console, run_async, using_store, workdir
@@ -191,14 +194,29 @@ def predict_command(ctx: click.Context, model: Path, split: str | None, fallback
 def _run(ctx: click.Context, config: RunConfig) -> None:
     where = workdir(ctx)
     try:
-        engine = run_async(lambda: run_pipeline(where, config))
+        result = run_async(lambda: run_pipeline(where, config))
     except (AlreadyRunning, WorkerStartError) as exc:
         raise click.ClickException(str(exc)) from None
     except asyncio.CancelledError:
         console.print("stopped at once; finished work is in the store")
         raise SystemExit(130) from None
-    done = ", ".join(f"{name} {s.done} done / {s.failed} failed" for name, s in engine.stats.items())
-    console.print(f"run finished: {done}")
+    console.print(f"the store now holds: {_held(result)}", markup=False, highlight=False, soft_wrap=True)
+    if result.fatal is not None:
+        error = result.engine.fatal_error
+        if error is not None and not is_fatal(error):  # a bug: the traceback helps fix it
+            traceback.print_exception(error)
+        console.print(f"[bold red]amlc run stopped:[/] {result.fatal}", highlight=False, soft_wrap=True)
+        raise SystemExit(1)
+    console.print("run finished")
+
+
+def _held(result: RunResult) -> str:
+    parts = []
+    for stage in result.engine.stats:
+        c = result.counts.get(stage, StageCounts())
+        left = f", {c.pending + c.leased} to do" if c.pending + c.leased else ""
+        parts.append(f"{stage} {c.done} done / {c.failed} failed{left}")
+    return "; ".join(parts) or "nothing for these stages"
 
 
 COMMANDS = [run_command, predict_command]
