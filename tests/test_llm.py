@@ -326,3 +326,16 @@ def test_gpu_layers_reach_llama(chain: dict[str, Path], tmp_path: Path) -> None:
             return layers(stage.pool.handler.args[0])
 
     assert asyncio.run(predict_stage_layers()) == 3
+
+
+@pytest.mark.slow
+def test_rows_decoded_together_answer_like_one_by_one(chain: dict[str, Path]) -> None:
+    """amlc.llm.parallel (8 rows per llama_decode, a grammar each) answers as create_completion does."""
+    from amlc.llm.infer import answer_items, load_engine
+
+    items = [(r["entity"], r["prompt"]) for r in read_jsonl(chain["val"])[:40]]
+    one_by_one = answer_items(load_engine(str(chain["q8"]), check=False), items)
+    together = load_engine(str(chain["q8"]), check=False, parallel=8)
+    assert together.parallel is not None
+    assert answer_items(together, items) == one_by_one
+    assert sum(bool(a) for a in one_by_one) > 0
