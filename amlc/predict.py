@@ -1,14 +1,17 @@
 """The LLM stage: answers from a quantized model through llama.cpp, written to the store.
 
-Its work is one job per (model, sample) under the stage name `predict:<model>`, added for every
-sample whose rules have run, so several models can answer the same split and each resumes on
-its own. Prompts match training: the entity, the OCR text that matters and the rules'
+Its work is one job per (model, sample) under the stage name `predict:<model>@<digest>`, added
+for every sample whose rules have run, so several models can answer the same split and each
+resumes on its own; the digest is of the file's content, so a new model exported under an old
+name answers again. Prompts match training: the entity, the OCR text that matters and the rules'
 candidates. Where the model abstains, the rules' answer can stand in (`fallback`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -36,7 +39,32 @@ WHERE s.id IN ({ids})
 """
 
 
+def stage_name(model_path: Path) -> str:
+    return f"predict:{model_path.stem}@{content_digest(model_path)[:12]}"
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file, remembered beside it by size and mtime (a 7B GGUF takes seconds)."""
+    stat = path.stat()
+    key = f"{stat.st_size} {stat.st_mtime_ns}"
+    memo = path.with_name(path.name + ".sha256")
+    try:
+        cached_key, digest = memo.read_text().rsplit(" ", 1)
+        if cached_key == key:
+            return digest
+    except (OSError, ValueError):
+        pass
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            sha.update(chunk)
+    with contextlib.suppress(OSError):  # a read-only model folder only costs the next run a hash
+        memo.write_text(f"{key} {sha.hexdigest()}")
+    return sha.hexdigest()
+
+
 class PredictStage:
+    mark_started = True  # llama.cpp may crash the process on an input
     batch = 16    # samples per worker call, so identical prompts within it are decoded once
 
     def __init__(self, model_path: Path, pool: WorkerPool, ocr_engine: str, policy: RetryPolicy,
@@ -44,7 +72,7 @@ class PredictStage:
         from .llm.sft import extractor_candidates
 
         self.source = model_path.stem
-        self.name = f"predict:{self.source}"
+        self.name = stage_name(model_path)
         self.ocr_engine = ocr_engine
         self.policy = policy
         self.split = split

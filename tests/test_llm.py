@@ -23,6 +23,7 @@ from amlc.llm.sft import (TEST_ENTITY_COUNTS, LabeledRow, mix_to_test, read_json
                           split_rows, to_records)
 from amlc.llm.train import CONFIG_DIR, choose_backend, load_config
 from amlc.metric import format_report
+from amlc.predict import stage_name
 from amlc.units import ENTITY_UNITS, parse_label, prediction_error
 
 OCR = "PREMIUM QUALITY new pack Net Wt 750 g made in Italy best before 2025 store in a cool dry place"
@@ -257,7 +258,8 @@ def test_predict_stage_answers_stored_samples_and_resumes(chain: dict[str, Path]
     assert all(json.loads(line)["prompt"].endswith(PROMPT_END)
                for line in (tmp_path / "sft" / "val.jsonl").read_text().splitlines())
     amlc(tmp_path, "predict", "--model", str(chain["q8"]), "--split", "val", "--no-dashboard")
-    stage = f"predict:{chain['q8'].stem}"
+    stage = stage_name(chain["q8"])
+    assert stage.startswith(f"predict:{chain['q8'].stem}@")
     assert query(store, "SELECT state, count(*) FROM jobs WHERE stage = ? GROUP BY 1", (stage,)) == [("done", 25)]
     first = query(store, "SELECT sample_id, prediction, created_at FROM predictions WHERE source = ?",
                   (chain["q8"].stem,))
