@@ -67,8 +67,8 @@ def connect(address: str, num_cpus: int | None = None) -> Callable[[], None]:
 def _check_reachable(address: str, timeout: float = 10.0) -> None:
     """A head given as host:port must answer at once: Ray itself keeps retrying for minutes."""
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        return  # "auto", "local", ray:// and the like: Ray checks them itself, quickly
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto", "local", ray://... and the like: Ray checks them itself, quickly
     try:
         socket.create_connection((host, int(port)), timeout).close()
     except OSError as exc:
