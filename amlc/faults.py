@@ -20,6 +20,15 @@ class RunFailed(RuntimeError):
     """`amlc run` stopped on a fatal fault; the message is for the user."""
 
 
+class DiskNearlyFull(OSError):
+    """A write refused to keep the free space the store needs to record what was done."""
+
+    def __init__(self, free: int, reserve: int) -> None:
+        super().__init__(errno.ENOSPC, f"{free / 1e6:.1f} MB free, below the {reserve / 1e6:.0f} MB "
+                                       f"amlc keeps for its store")
+        self.reserve = reserve
+
+
 def is_fatal(exc: BaseException) -> bool:
     """Whether `exc` says the machine or the store is unusable, not that one item is bad."""
     if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS | {errno.EFBIG, errno.EROFS}:
@@ -32,7 +41,8 @@ def describe_fatal(exc: BaseException, where: str, root: Path | None = None) -> 
     folder = str(root) if root else "the work folder"
     text = str(exc)
     if _disk_full(exc):
-        return (f"the disk holding {folder} is full ({_free_mb(root)} free): free space, or move "
+        kept = f", below the {exc.reserve / 1e6:.0f} MB kept for the store" if isinstance(exc, DiskNearlyFull) else ""
+        return (f"the disk holding {folder} is full ({_free_mb(root)} free{kept}): free space, or move "
                 f"the work folder to a bigger disk, and run again; {NOTHING_LOST}")
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
         return (f"a file in {folder} reached the size limit for this process (ulimit -f): raise "

@@ -19,6 +19,7 @@ import io
 import os
 import random
 import re
+import shutil
 import tempfile
 import time
 from collections import OrderedDict
@@ -30,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
-from .faults import is_fatal
+from .faults import DiskNearlyFull, is_fatal
 from .localfiles import LocalFileError, local_path, read_local_async
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -56,6 +57,8 @@ class FetchConfig:
     user_agent: str = "amlc/0.1"
     memo: int = 4096               # recent successful links answered without a download (0: off)
     local_root: Path | None = None  # the only folder local links are read from (None: none)
+    min_free_bytes: int = 64_000_000  # stop fetching below this much free disk: the store needs room
+                                      # to record what was fetched (0: write until the disk is full)
 
 
 @dataclass(frozen=True)
@@ -168,11 +171,12 @@ def _guard_pixels(width: int, height: int, max_pixels: int) -> None:
                            f"> {max_pixels}", False)
 
 
-def store_bytes(image_dir: Path, data: bytes, checked: Checked) -> Path:
+def store_bytes(image_dir: Path, data: bytes, checked: Checked, min_free_bytes: int = 0) -> Path:
     """Write once under the content address; a temp file + rename keeps readers from half files."""
     path = stored_path(image_dir, checked.sha256, checked.ext)
     if path.is_file() and path.stat().st_size == len(data):
         return path  # same bytes already stored
+    keep_free(image_dir, len(data), min_free_bytes)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=f".{checked.ext}", dir=path.parent)
     try:
@@ -185,10 +189,21 @@ def store_bytes(image_dir: Path, data: bytes, checked: Checked) -> Path:
     return path
 
 
-def check_and_store(image_dir: Path, data: bytes, max_pixels: int, content_type: str) -> tuple[Path, Checked]:
+def keep_free(image_dir: Path, size: int, min_free_bytes: int) -> None:
+    """Refuse a write that would leave less than `min_free_bytes` free: images filling the disk
+    to the last byte would leave the store unable to record the images already fetched."""
+    if min_free_bytes <= 0:
+        return
+    free = shutil.disk_usage(image_dir).free
+    if free - size < min_free_bytes:
+        raise DiskNearlyFull(free, min_free_bytes)
+
+
+def check_and_store(image_dir: Path, data: bytes, max_pixels: int, content_type: str,
+                    min_free_bytes: int = 0) -> tuple[Path, Checked]:
     checked = check_image(data, max_pixels, content_type)
     try:
-        return store_bytes(image_dir, data, checked), checked
+        return store_bytes(image_dir, data, checked, min_free_bytes), checked
     except OSError as exc:
         if is_fatal(exc):  # a full disk is no link's fault: the run stops and says so
             raise
@@ -326,7 +341,8 @@ class Fetcher:
         c = self.config
         try:
             data = await read_local_async(path, c.local_root, c.max_bytes, c.read_timeout)
-            stored, checked = await asyncio.to_thread(check_and_store, self.image_dir, data, c.max_pixels, "")
+            stored, checked = await asyncio.to_thread(check_and_store, self.image_dir, data, c.max_pixels,
+                                                      "", c.min_free_bytes)
         except LocalFileError as exc:
             return _failed(link, FetchFailure(exc.reason, exc.retryable), attempts=1)
         except FetchFailure as failure:
@@ -340,8 +356,9 @@ class Fetcher:
             status: int | None = None
             try:
                 data, status, content_type = await self._get(link)
+                c = self.config
                 stored, checked = await asyncio.to_thread(
-                    check_and_store, self.image_dir, data, self.config.max_pixels, content_type)
+                    check_and_store, self.image_dir, data, c.max_pixels, content_type, c.min_free_bytes)
                 return _succeeded(link, stored, checked, len(data), attempt, status)
             except FetchFailure as failure:
                 failure.status = failure.status or status  # a decode failure still had an HTTP answer

@@ -99,6 +99,9 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
               help="Folder of images already on disk: used instead of downloading where a regular "
                    "file there is named as in the link (<id>.jpg), and the only folder that "
                    "file:// links and paths (see `amlc ingest --local-images`) are read from.")
+@click.option("--min-free-mb", default=64.0, show_default=True,
+              help="Stop downloading, with the cause, when the work folder's disk has less than "
+                   "this many MB free: the store keeps room to record every image already fetched.")
 @click.option("--fetch-retries", default=4, show_default=True,
               help="Quick retries inside one download attempt (transient HTTP errors, timeouts).")
 @click.option("--ocr-engine", type=click.Choice(["rapidocr", "paddleocr"]), default="rapidocr", show_default=True,
@@ -125,7 +128,8 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.pass_context
 def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: bool, no_dashboard: bool,
                 log_every: float, concurrency: int, per_host: int, timeout: float,
-                local_images: Path | None, fetch_retries: int, ocr_engine: str, ocr_batch: int | None,
+                local_images: Path | None, min_free_mb: float, fetch_retries: int, ocr_engine: str,
+                ocr_batch: int | None,
                 ocr_device: str, ocr_max_side: int, ocr_autocontrast: bool, max_attempts: int,
                 backoff: float, retry_failed: bool, model: Path | None, ocr_workers: int | None,
                 llm_workers: int | None, llm_batch: int | None, gpu_layers: int | None,
@@ -151,7 +155,8 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                        ocr_device=ocr_device, ocr_max_side=ocr_max_side or None,
                        ocr_autocontrast=ocr_autocontrast, ocr_workers=ocr_workers,
                        max_attempts=max_attempts, backoff_base=backoff,
-                       fetch_options={"retries": fetch_retries}, local_images=local_images,
+                       fetch_options={"retries": fetch_retries, "min_free_bytes": int(min_free_mb * 1e6)},
+                       local_images=local_images,
                        model=model, llm_workers=llm_workers, llm_batch=llm_batch, gpu_layers=gpu_layers)
     config = with_ray(config, ray_address, ocr_gpus, llm_gpus)
     if retry_failed:
