@@ -35,8 +35,6 @@ STEPS = 600         # Adam steps; the loss is flat well before this on ~1k rows
 LEARNING_RATE = 0.05
 TUNE_SEED = 1       # the second split (of the train half) that tunes the thresholds
 THRESHOLD_GRID = [i / 20 for i in range(20)]
-
-
 PHOTO_WEIGHT = 1.0  # weight of a photo row against a text row in the loss; CV on the photos:
                     # 0.5 and 2 both 0.829, 1 0.832
 
