@@ -4,7 +4,10 @@ Its work is one job per (model, sample) under the stage name `predict:<model>@<d
 for every sample whose rules have run, so several models can answer the same split and each
 resumes on its own; the digest is of the file's content, so a new model exported under an old
 name answers again. Prompts match training: the entity, the OCR text that matters and the rules'
-candidates. Where the model abstains, the rules' answer can stand in (`fallback`).
+candidates (ranked on the OCR lines with their boxes). The model scores each candidate; each
+sample gets two answers: the model's own choice (source `<model>`; where the model abstains, the
+rules' answer can stand in, `fallback`) and rules and model together (source `rules+<model>`,
+amlc.llm.choice), so `amlc eval` and `amlc export` weigh the three sources.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ WHERE e.stage = 'extract' AND e.state = 'done' AND (:split IS NULL OR s.split = 
 """
 
 INPUTS_SQL = """
-SELECT s.id, s.entity, s.group_id, o.text, r.prediction AS rules
+SELECT s.id, s.entity, s.group_id, o.text, o.lines, r.prediction AS rules
 FROM samples s
 LEFT JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
 LEFT JOIN predictions r ON r.sample_id = s.id AND r.source = 'rules'
@@ -69,7 +72,8 @@ class PredictStage:
 
     def __init__(self, model_path: Path, pool: WorkerPool, ocr_engine: str, policy: RetryPolicy,
                  split: str | None = None, fallback: bool = True, batch: int | None = None) -> None:
-        from .llm.sft import extractor_candidates
+        from .extract import Extractor
+        from .llm.choice import load_weight
 
         self.source = model_path.stem
         self.name = stage_name(model_path)
@@ -80,7 +84,8 @@ class PredictStage:
         self.pool = pool  # llama.cpp engines (amlc.llm.infer.LlmSpec) in processes or a thread
         self.workers = pool.size  # one batch in flight per engine
         self.batch = batch or self.batch  # at least the rows a worker decodes together
-        self.candidates = extractor_candidates()
+        self.extractor = Extractor.load()
+        self.weight = load_weight(model_path)  # fitted beside the model by `amlc llm-bench`
 
     async def enqueue(self, conn: aiosqlite.Connection) -> int:
         cursor = await conn.execute(ENQUEUE_SQL, {"stage": self.name, "split": self.split})
@@ -94,23 +99,33 @@ class PredictStage:
         return sorted(((item, rows[item.item_id]) for item in items), key=lambda t: t[1]["entity"])
 
     async def process(self, tasks):
-        items = await asyncio.to_thread(self._prompts, tasks)
-        answers = await self.pool.run(items)
-        return [self._outcome(item, row, answer) for (item, row), answer in zip(tasks, answers)]
+        chosen = await asyncio.to_thread(self._items, tasks)
+        replies = await self.pool.run([item for _, item in chosen])
+        return [self._outcome(item, row, options, reply)
+                for (item, row), (options, _), reply in zip(tasks, chosen, replies)]
 
-    def _prompts(self, tasks: list[tuple[Claimed, Any]]) -> list[tuple[str, str]]:
-        from .llm.sft import prompt_for
+    def _items(self, tasks: list[tuple[Claimed, Any]]) -> list:
+        """Per sample: the rules' options (on its OCR lines with boxes) and the model's item."""
+        from .llm.choice import choice_item
+        from .ocr import OcrResult
 
-        return [(row["entity"], prompt_for(row["entity"], row["text"] or "", row["group_id"], self.candidates))
+        return [choice_item(self.extractor, row["entity"], row["text"] or "", row["group_id"],
+                            OcrResult.from_json(row["lines"]).lines if row["lines"] else ())
                 for _, row in tasks]
 
-    def _outcome(self, item: Claimed, row: Any, answer: str | Failed) -> Outcome:
-        if isinstance(answer, Failed):
-            return Outcome(item, error=answer.error, retryable=answer.retryable)
-        detail: dict[str, str] = {"model": self.source}
+    def _outcome(self, item: Claimed, row: Any, options: Any, reply: Any) -> Outcome:
+        from .llm.choice import combined_answer, model_choice
+
+        if isinstance(reply, Failed):
+            return Outcome(item, error=reply.error, retryable=reply.retryable)
+        answer = model_choice(options, reply)
+        detail: dict[str, Any] = {"model": self.source}
         if not answer and self.fallback and row["rules"]:
             answer, detail["fallback"] = row["rules"], "rules"
-        record = ("INSERT OR REPLACE INTO predictions(sample_id, source, prediction, confidence, "
-                  "created_at, detail) VALUES (?, ?, ?, NULL, ?, ?)",
-                  (item.item_id, self.source, answer, time.time(), json.dumps(detail)))
-        return Outcome(item, [record])
+        sql = ("INSERT OR REPLACE INTO predictions(sample_id, source, prediction, confidence, "
+               "created_at, detail) VALUES (?, ?, ?, NULL, ?, ?)")
+        both = combined_answer(options, reply, self.weight)
+        now = time.time()
+        return Outcome(item, [(sql, (item.item_id, self.source, answer, now, json.dumps(detail))),
+                              (sql, (item.item_id, f"rules+{self.source}", both, now,
+                                     json.dumps({"model": self.source, "weight": self.weight})))])

@@ -9,9 +9,11 @@ contender answers the same rows:
   amlc predict, K workers  `amlc predict --model M --llm-workers K` as a subprocess on a fresh
                            copy of the template, timed whole; its start-up (the same command on the
                            finished copy: models load, nothing to answer) is printed apart;
-  bare loop                llama_cpp.Llama(M, one thread).create_completion over the same prompts
-                           (built from the store as the stage builds them) in this process: no
-                           grammar, no de-duplication, input order.
+  in-process loop          one llama.cpp engine (one thread) in this process doing a worker's work
+                           row after row: the rules' options scored by the model's log-likelihood
+                           (its answer written under the entity's grammar where a row has none),
+                           items built from the store as the stage builds them; no store writes,
+                           pool, de-duplication or reordering.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from pathlib import Path
 from run import DATA, amlc, copy_store, machine, print_scaling, store_rows, timed_loop
 
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "amlc-bench-infer"
-MAX_TOKENS = 24
 
 
 def template(n: int, cache: Path) -> Path:
@@ -44,23 +45,29 @@ def template(n: int, cache: Path) -> Path:
     return folder
 
 
-def prompts(folder: Path) -> list[tuple[str, str]]:
-    """(entity, prompt) per sample, built exactly as the predict stage builds them."""
-    from amlc.llm.sft import extractor_candidates, prompt_for
+def choice_items(folder: Path) -> list:
+    """Each sample's ChoiceItem (its prompt and the rules' options), built as the predict stage
+    builds them: options ranked on the stored OCR lines with boxes."""
+    from amlc.extract import Extractor
+    from amlc.llm.choice import choice_item
+    from amlc.ocr import OcrResult
 
-    candidates = extractor_candidates()
-    rows = store_rows(folder, "SELECT s.entity, s.group_id, o.text FROM samples s "
+    extractor = Extractor.load()
+    rows = store_rows(folder, "SELECT s.entity, s.group_id, o.text, o.lines FROM samples s "
                               "JOIN ocr_results o ON o.image_id = s.image_id ORDER BY s.id")
-    return [(entity, prompt_for(entity, text or "", group, candidates)) for entity, group, text in rows]
+    return [choice_item(extractor, entity, text or "", group, OcrResult.from_json(lines).lines if lines else ())[1]
+            for entity, group, text, lines in rows]
 
 
-def bare_loop(model: Path, items: list[tuple[str, str]]) -> tuple[float, float]:
-    """(answers/s, CPU seconds per answer) of llama-cpp-python's own loop, one thread, after
-    loading the model."""
-    import llama_cpp
+def bare_loop(model: Path, items: list) -> tuple[float, float]:
+    """(answers/s, CPU seconds per answer) of one llama.cpp engine in this process, one thread,
+    after loading the model: each row's options scored (or its answer written) as a predict
+    worker does, item after item, with no store, pool, de-duplication or reordering."""
+    from amlc.llm.choice import score_item
+    from amlc.llm.infer import load_engine
 
-    llm = llama_cpp.Llama(str(model), n_ctx=2048, n_threads=1, n_threads_batch=1, verbose=False)
-    return timed_loop(items, lambda item: llm.create_completion(item[1], max_tokens=MAX_TOKENS, temperature=0.0))
+    engine = load_engine(str(model), n_threads=1, gpu_layers=0)
+    return timed_loop(items, lambda item: score_item(engine, item))
 
 
 def main() -> None:
@@ -71,7 +78,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the template work folder is kept")
     args = parser.parse_args()
     folder = template(args.n, args.cache)
-    items = prompts(folder)
+    items = choice_items(folder)
     print(f"{len(items)} rows of photos.csv, model {args.model.name}; {machine()}")
 
     rows = []
@@ -82,7 +89,7 @@ def main() -> None:
         rows.append((f"amlc predict, {workers} worker(s)", workers, run, amlc(work, *command)))
     bare = bare_loop(args.model, items)
     shutil.rmtree(args.cache / "work", ignore_errors=True)
-    print_scaling(len(items), "answers", rows, bare, "bare llama-cpp-python loop")
+    print_scaling(len(items), "answers", rows, bare, "one engine, in-process loop")
 
 
 if __name__ == "__main__":

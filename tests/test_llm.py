@@ -7,6 +7,8 @@ The chain needs llama.cpp's converter in the cache (bin/fetch-models, part of se
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -15,27 +17,30 @@ import pytest
 from click.testing import CliRunner
 
 from amlc.cli.llm import export_model, score_model_on_text, sft_data, tiny_model, train
-from amlc.extract.data import OCR_LABELED
-from amlc.llm.grammar import GrammarError, all_grammars, entity_grammar, validate
+from amlc.extract import Extractor
+from amlc.extract.data import OCR_LABELED, TextRow, read_text_rows
+from amlc.llm.choice import (ChoiceItem, Options, Scored, combine, combined_answer, fit_weight,
+                             model_choice, rule_options, save_weight)
+from amlc.llm.grammar import GrammarError, all_grammars, choice_grammar, entity_grammar, validate
+from amlc.llm.progress import Progress
 from amlc.llm.prompt import (ANSWER_PREFIX, PROMPT_END, build_prompt, completion, fragment_rank,
                              select_fragments, unique_items)
-from amlc.llm.sft import (TEST_ENTITY_COUNTS, LabeledRow, mix_to_test, read_jsonl, read_labeled_csv,
-                          split_rows, to_records)
+from amlc.llm.sft import TEST_ENTITY_COUNTS, held_out_for_fit, mix_to_test, read_jsonl, split_rows, to_records
 from amlc.llm.train import CONFIG_DIR, choose_backend, load_config
-from amlc.metric import format_report
+from amlc.metric import classify_error, format_report
 from amlc.predict import stage_name
-from amlc.units import ENTITY_UNITS, parse_label, prediction_error
+from amlc.units import ENTITY_UNITS, prediction_error
 
+LOGPROB_MARGIN = 0.5  # nats: trained vs untrained mean log-probability of the right answer (measured ~1)
 OCR = "PREMIUM QUALITY new pack Net Wt 750 g made in Italy best before 2025 store in a cool dry place"
 
 
 # --- prompts and SFT rows ---------------------------------------------------------------------
 
-def test_prompt_names_entity_units_candidates_and_ends_on_marker() -> None:
-    prompt = build_prompt("item_weight", OCR, candidates=["750 gram", "2025 gram"])
-    assert prompt.startswith("entity: item_weight\n")
-    assert ", ".join(ENTITY_UNITS["item_weight"]) in prompt
-    assert "candidates: 750 gram | 2025 gram" in prompt
+def test_prompt_names_entity_and_candidates_and_ends_on_marker() -> None:
+    prompt = build_prompt("item_weight", OCR, candidates=["750.0 gram", "2025.0 gram"])
+    assert prompt.startswith("entity: item_weight\ncandidates: 750.0 gram | 2025.0 gram\ntext: ")
+    assert "kilogram" not in prompt  # units are the grammars' business, not the prompt's
     assert prompt.endswith(PROMPT_END)
 
 
@@ -49,10 +54,13 @@ def test_fragments_with_number_and_unit_come_first_and_budget_bites() -> None:
     assert len(short) < len(chosen) and "750 g" in short[0]
 
 
-def test_completion_is_leading_space_and_canonical_answer() -> None:
-    assert completion(parse_label("21.0 centimetre", "width")) == ANSWER_PREFIX + "21 centimetre"
-    assert completion(parse_label("[100.0, 240.0] volt", "voltage")) == " 240 volt"
-    assert completion(None) == ""
+def test_completion_is_the_matching_candidate_as_written_else_the_label_form() -> None:
+    row = TextRow("width", "21 cm x 30 cm", "21.0 centimetre")
+    assert to_records([row], lambda *_: ["30 centimetre", "21 centimetre"])[0]["completion"] == " 21 centimetre"
+    assert to_records([row])[0]["completion"] == ANSWER_PREFIX + "21.0 centimetre"
+    volts = TextRow("voltage", "100-240V", "[100.0, 240.0] volt")
+    assert to_records([volts])[0]["completion"] == " 240.0 volt"
+    assert completion("") == ""
 
 
 def test_unique_items_maps_duplicates_to_one() -> None:
@@ -62,7 +70,7 @@ def test_unique_items_maps_duplicates_to_one() -> None:
 
 
 def test_split_is_disjoint_fixed_and_mix_follows_test_shares() -> None:
-    rows = read_labeled_csv(OCR_LABELED)
+    rows = read_text_rows(OCR_LABELED)
     train_rows, val_rows = split_rows(rows)
     assert split_rows(rows) == (train_rows, val_rows)
     assert not {r.image_link for r in train_rows} & {r.image_link for r in val_rows}
@@ -73,9 +81,9 @@ def test_split_is_disjoint_fixed_and_mix_follows_test_shares() -> None:
 
 
 def test_records_drop_labels_without_a_valid_answer() -> None:
-    rows = [LabeledRow("wattage", OCR, "5 horsepower"), LabeledRow("item_weight", OCR, "750.0 gram")]
+    rows = [TextRow("wattage", OCR, "5 horsepower"), TextRow("item_weight", OCR, "750.0 gram")]
     records = to_records(rows)
-    assert [r["completion"] for r in records] == [" 750 gram"]
+    assert [r["completion"] for r in records] == [" 750.0 gram"]
 
 
 def test_sft_data_command_writes_prompt_completion_jsonl(tmp_path: Path) -> None:
@@ -83,9 +91,73 @@ def test_sft_data_command_writes_prompt_completion_jsonl(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     counts = json.loads(result.output)
     train_rows = read_jsonl(tmp_path / "train.jsonl")
-    assert len(train_rows) == counts["train"] > 500 and counts["val"] > 500
+    assert len(train_rows) == counts["train"] > 500 and counts["val"] > 500 and counts["fit"] > 100
     assert all(r["prompt"].endswith(PROMPT_END) and r["completion"].startswith(ANSWER_PREFIX) for r in train_rows)
     assert all(prediction_error(r["completion"].strip(), r["entity"]) is None for r in train_rows)
+    # Where the label is among the candidates, the target is that candidate exactly as the prompt lists it.
+    matched = [r for r in train_rows if any(classify_error(r["entity"], r["truth"], a) is None for a in r["answers"])]
+    assert len(matched) > len(train_rows) / 2
+    assert all(r["completion"].strip() in r["answers"] for r in matched)
+    images = {name: {r["image_link"] for r in read_jsonl(tmp_path / f"{name}.jsonl")} for name in ("train", "fit", "val")}
+    assert not images["fit"] & images["train"] and not images["val"] & (images["train"] | images["fit"])
+
+
+# --- choosing among the rules' candidates -------------------------------------------------------
+
+def test_rule_options_are_the_rankers_answers_as_labels_write_them() -> None:
+    extractor = Extractor.load()
+    text = "NET WT 1.5 kg (3.3 lb) best before 2025 pack of 3 x 500 g"
+    options = rule_options(extractor, "item_weight", text, "")
+    assert options.rules == extractor.predict("item_weight", text).text() == options.answers[0]
+    assert 2 <= len(options.answers) <= 4 and len(set(options.answers)) == len(options.answers)
+    assert all(prediction_error(a, "item_weight") is None for a in options.answers)
+    assert list(options.rule_logp) == sorted(options.rule_logp, reverse=True)
+    assert sum(math.exp(lp) for lp in options.rule_logp) <= 1.0 + 1e-9  # 'none' keeps the rest
+    assert rule_options(extractor, "item_weight", "no numbers here", "") == Options((), (), "")
+
+
+def test_combine_moves_from_rules_to_model_as_the_weight_grows() -> None:
+    options = Options(("2.0 kilogram", "500.0 gram", "3.0 pound"), (-0.2, -1.9, -3.0), "2.0 kilogram")
+    model = (-6.0, -0.5, -4.0)  # the model prefers the second option
+    assert combine(options, model, 0.0) == "2.0 kilogram"
+    assert combine(options, model, 100.0) == "500.0 gram"
+    assert combine(options, None, 100.0) == "2.0 kilogram"  # no scores: the rules stand
+    assert model_choice(options, Scored(model)) == "500.0 gram"
+    assert combined_answer(Options((), (), ""), Scored(None, "7.0 gram"), 1.0) == "7.0 gram"  # the fallback
+
+
+def test_fit_weight_picks_the_model_only_when_it_helps() -> None:
+    options = Options(("2.0 kilogram", "500.0 gram"), (-0.3, -1.4), "2.0 kilogram")
+    helps = [("item_weight", "500 gram", options, Scored((-5.0, -0.1)))] * 3 + \
+            [("item_weight", "2 kilogram", options, Scored((-0.7, -0.7)))]
+    weight, right = fit_weight(helps)
+    assert weight > 0 and right[weight] == 4 and right[0.0] == 1
+    useless = [("item_weight", "2 kilogram", options, Scored((-5.0, -0.1)))] * 4
+    assert fit_weight(useless)[0] == 0.0
+
+
+def test_choice_grammar_lists_only_the_options_and_refuses_anything_else() -> None:
+    grammar = choice_grammar(["21.0 centimetre", "8.5 inch", "1.0 fluid ounce"])
+    assert grammar == 'root ::= (" " ("21.0 centimetre" | "8.5 inch" | "1.0 fluid ounce"))?\n'
+    for bad in (['21" ::= x'], ["21.0 cm\nroot ::= [0-9]+"], []):
+        with pytest.raises(ValueError):
+            choice_grammar(bad)
+
+
+def test_fit_share_is_a_stable_fifth_of_images() -> None:
+    train_rows, _ = split_rows(read_text_rows(OCR_LABELED))
+    held = [r for r in train_rows if held_out_for_fit(r)]
+    assert 0.15 < len(held) / len(train_rows) < 0.25
+    assert [held_out_for_fit(r) for r in train_rows] == [held_out_for_fit(r) for r in train_rows]
+
+
+def test_progress_prints_rate_and_eta_lines_without_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    with Progress("score", total=4, unit="rows", live=False, interval=0.0) as progress:
+        for _ in range(4):
+            progress.advance(loss=0.5)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("score: 1/4 rows, ") and "ETA " in lines[0] and "loss 0.5" in lines[0]
+    assert lines[-1].startswith("score: 4/4 rows") and len(lines) == 4  # the total ends it, once
 
 
 # --- grammars, config, backend ----------------------------------------------------------------
@@ -120,7 +192,7 @@ def test_backend_on_this_machine_is_peft_and_unsloth_stays_unimported() -> None:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from amlc.llm.export import converter_dir
+    from amlc.llm.export import converter_dir, to_gguf
 
     try:
         converter_dir()
@@ -132,18 +204,22 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (tiny_model, [str(root / "tiny"), "--steps", "150"]),
         (sft_data, ["--from", str(OCR_LABELED), "--out", str(root / "sft")]),
         (train, ["--base", str(root / "tiny"), "--data", str(root / "sft" / "train.jsonl"),
-                 "--out", str(root / "run"), "--config", "lora_tiny", "--max-steps", "60"]),
+                 "--out", str(root / "run"), "--config", "lora_tiny", "--max-steps", "60",
+                 "--eval-data", str(root / "sft" / "fit.jsonl")]),
         (train, ["--base", str(root / "tiny"), "--data", str(root / "sft" / "train.jsonl"),
                  "--out", str(root / "run"), "--config", "lora_tiny", "--max-steps", "70", "--resume"]),
         (export_model, [str(root / "run" / "adapter"), "--out", str(root / "export"),
                         "--check", str(root / "sft" / "val.jsonl"), "--check-n", "40"]),
     ]
+    outputs = []
     for command, args in steps:
         result = runner.invoke(command, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         print(command.name, result.output[-400:])
+        outputs.append(result.output)
+    untrained = to_gguf(root / "tiny", root / "untrained-f16.gguf")  # the same base, no LoRA
     return {"root": root, "val": root / "sft" / "val.jsonl", "q8": root / "export" / "model-q8_0.gguf",
-            "export": root / "export"}
+            "export": root / "export", "untrained": untrained, "train_output": outputs[2]}
 
 
 @pytest.mark.slow
@@ -151,6 +227,75 @@ def test_training_resumed_from_its_checkpoint(chain: dict[str, Path]) -> None:
     info = json.loads((chain["root"] / "run" / "train_info.json").read_text())
     assert info["backend"] == "peft" and info["steps"] == 70
     assert info["resumed_from"].endswith("checkpoint-60")
+
+
+@pytest.mark.slow
+def test_training_prints_a_learning_curve_whose_held_out_loss_falls(chain: dict[str, Path]) -> None:
+    output = chain["train_output"]
+    assert "step  train loss  held-out loss" in output and "{'loss'" not in output  # no raw log dicts
+    held_out = [p["eval_loss"] for p in json.loads((chain["root"] / "run" / "train_info.json").read_text())["curve"]
+                if "eval_loss" in p]
+    print("held-out loss by evaluation:", held_out)
+    assert len(held_out) >= 2 and held_out[-1] < held_out[0] - 0.03
+
+
+def _choice_rows(chain: dict[str, Path], n: int = 150) -> list[dict]:
+    """A fixed held-out set: validation rows of the test's own SFT data with two or more options."""
+    return [r for r in read_jsonl(chain["val"]) if len(r["answers"]) >= 2][:n]
+
+
+def _mean_answer_logprob(model: Path, rows: list[dict]) -> float:
+    """Mean log-probability the model gives the right answer (as the labels write it) after the prompt."""
+    import llama_cpp
+
+    from amlc.llm.score import continuation_logprobs
+
+    llm = llama_cpp.Llama(str(model), n_ctx=1024, verbose=False)
+    return sum(continuation_logprobs(llm, r["prompt"], [r["completion"]])[0] for r in rows) / len(rows)
+
+
+@pytest.mark.slow
+def test_trained_model_beats_the_same_model_untrained_on_held_out_rows(chain: dict[str, Path]) -> None:
+    rows = _choice_rows(chain)
+    trained, untrained = _mean_answer_logprob(chain["q8"], rows), _mean_answer_logprob(chain["untrained"], rows)
+    print(f"mean log P(right answer) on {len(rows)} held-out rows: trained {trained:.3f}, untrained {untrained:.3f}")
+    assert len(rows) == 150 and trained >= untrained + LOGPROB_MARGIN
+
+
+@pytest.mark.slow
+def test_choice_grammar_never_yields_an_answer_outside_the_options(chain: dict[str, Path]) -> None:
+    from amlc.llm.choice import grammar_choice
+    from amlc.llm.infer import load_engine
+
+    engine = load_engine(str(chain["untrained"]), check=False)  # the weaker model strays more
+    rows = _choice_rows(chain, 60)
+    free = [engine.generate(r["prompt"], r["entity"]).strip() for r in rows]
+    chosen = [grammar_choice(engine, ChoiceItem(r["entity"], r["prompt"], tuple(r["answers"]))).written for r in rows]
+    print(f"outside the options: entity grammar {sum(a not in r['answers'] for a, r in zip(free, rows))}/60, "
+          f"choice grammar {sum(a not in r['answers'] for a, r in zip(chosen, rows))}/60")
+    assert any(a and a not in r["answers"] for a, r in zip(free, rows))  # so the check below can fail
+    assert all(a == "" or a in r["answers"] for a, r in zip(chosen, rows))
+    assert sum(bool(a) for a in chosen) > 30
+
+
+@pytest.mark.slow
+def test_option_scores_equal_a_full_evaluation_of_each_continuation(chain: dict[str, Path]) -> None:
+    import llama_cpp
+
+    from amlc.llm.score import continuation_logprobs
+
+    llm = llama_cpp.Llama(str(chain["q8"]), n_ctx=1024, verbose=False)
+    full = llama_cpp.Llama(str(chain["q8"]), n_ctx=1024, logits_all=True, verbose=False)
+    for r in _choice_rows(chain, 5) * 2:  # the second pass reuses the cached prompts
+        conts = [ANSWER_PREFIX + a for a in r["answers"]]
+        got = continuation_logprobs(llm, r["prompt"], conts)
+        for text, value in zip(conts, got):
+            head = full.tokenize(r["prompt"].encode(), add_bos=True, special=True)
+            tail = full.tokenize(text.encode(), add_bos=False) + [full.token_eos()]
+            full.reset()
+            full.eval(head + tail[:-1])
+            logp = full.logits_to_logprobs(full.scores[: len(head) + len(tail) - 1])
+            assert value == pytest.approx(sum(logp[len(head) - 1 + i, t] for i, t in enumerate(tail)), abs=1e-3)
 
 
 @pytest.mark.slow
@@ -254,19 +399,25 @@ def test_predict_stage_answers_stored_samples_and_resumes(chain: dict[str, Path]
     execute(store, "UPDATE jobs SET state = 'done' WHERE stage = 'ocr'", [()])
     amlc(tmp_path, "run", "--stages", "extract", "--exit-when-done", "--no-dashboard")
     counts = json.loads(amlc(tmp_path, "sft-data", "--split", "val", "--out", str(tmp_path / "sft")).output)
-    assert counts["train"] + counts["val"] == 25
+    assert counts["train"] + counts["fit"] + counts["val"] == 25
     assert all(json.loads(line)["prompt"].endswith(PROMPT_END)
                for line in (tmp_path / "sft" / "val.jsonl").read_text().splitlines())
-    amlc(tmp_path, "predict", "--model", str(chain["q8"]), "--split", "val", "--no-dashboard")
-    stage = stage_name(chain["q8"])
-    assert stage.startswith(f"predict:{chain['q8'].stem}@")
+    model = tmp_path / "tiny.gguf"
+    shutil.copyfile(chain["q8"], model)
+    save_weight(model, 0.0, {}, 0)  # rules+model with weight 0 must give the rules' answers
+    amlc(tmp_path, "predict", "--model", str(model), "--split", "val", "--no-dashboard")
+    stage = stage_name(model)
+    assert stage.startswith(f"predict:{model.stem}@")
     assert query(store, "SELECT state, count(*) FROM jobs WHERE stage = ? GROUP BY 1", (stage,)) == [("done", 25)]
-    first = query(store, "SELECT sample_id, prediction, created_at FROM predictions WHERE source = ?",
-                  (chain["q8"].stem,))
+    first = query(store, "SELECT sample_id, prediction, created_at FROM predictions WHERE source = ?", (model.stem,))
     assert len(first) == 25
-    amlc(tmp_path, "predict", "--model", str(chain["q8"]), "--split", "val", "--no-dashboard")
+    by_source = {source: dict(query(store, "SELECT sample_id, prediction FROM predictions WHERE source = ?",
+                                    (source,))) for source in ("rules", f"rules+{model.stem}")}
+    assert len(by_source[f"rules+{model.stem}"]) == 25
+    assert all(by_source[f"rules+{model.stem}"][i] == answer for i, answer in by_source["rules"].items() if answer)
+    amlc(tmp_path, "predict", "--model", str(model), "--split", "val", "--no-dashboard")
     assert query(store, "SELECT sample_id, prediction, created_at FROM predictions WHERE source = ?",
-                 (chain["q8"].stem,)) == first  # nothing answered twice
+                 (model.stem,)) == first  # nothing answered twice
     out = tmp_path / "sub.csv"
     amlc(tmp_path, "export", str(out), "--split", "val")
     assert amlc(tmp_path, "check", str(out), "--against", str(labelled)).exit_code == 0

@@ -37,13 +37,12 @@ def write_predictions(path: Path, rows: list[TextRow], predictions: list[str]) -
             writer.writerow([row.image_link, row.group_id, row.entity, row.truth, pred])
 
 
-def llm_fn(model_gguf: Path) -> Callable[[TextRow], str]:
-    """A row's answer from a GGUF model under the entity's grammar, prompted as in training."""
-    from ..llm.infer import load_engine
-    from ..llm.sft import extractor_candidates, prompt_for
+def llm_fn(model_gguf: Path, total: int) -> Callable[[TextRow], str]:
+    """A row's answer from a GGUF model as the predict stage gives it (its choice among the rules'
+    candidates, prompted as in training), with a progress bar or line over `total` rows."""
+    from ..llm.evaluate import model_fn
 
-    engine, candidates = load_engine(str(model_gguf)), extractor_candidates()
-    return lambda row: engine.answer(row.entity, prompt_for(row.entity, row.ocr_text, row.group_id, candidates))
+    return model_fn(str(model_gguf), total)
 
 
 @click.command("eval-text")
@@ -75,7 +74,7 @@ def eval_text_command(csv_file: Path, predictions_path: Path | None, split: str 
     if not rows:
         raise click.ClickException(f"no rows in split {split!r} of {csv_file}")
     is_llm = model_path is not None and model_path.suffix == ".gguf"
-    predict = llm_fn(model_path) if is_llm else extractor_fn(Extractor.load(model_path))
+    predict = llm_fn(model_path, len(rows)) if is_llm else extractor_fn(Extractor.load(model_path))
     report, predictions = evaluate(rows, predict)
     if predictions_path:
         write_predictions(predictions_path, rows, predictions)

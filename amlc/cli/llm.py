@@ -1,4 +1,4 @@
-"""LLM commands: tiny-model, sft-data, train, export-model (registered by amlc.cli).
+"""LLM commands: tiny-model, sft-data, train, export-model, llm-bench (registered by amlc.cli).
 
 Also `score_model_on_text`, which scores a GGUF model on a labelled OCR CSV from Python.
 """
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from ..metric import Report, score
+from ..metric import Report
+from .common import workdir
 
 existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 existing_path = click.Path(exists=True, path_type=Path)
@@ -38,64 +39,54 @@ def tiny_model(directory: Path, csv_file: Path | None, steps: int | None) -> Non
     synthetic copy rows, so that a LoRA can then learn the task. Nothing is downloaded."""
     from dataclasses import replace
 
-    from ..llm.sft import read_labeled_csv, split_rows, to_records
+    from ..extract.data import read_text_rows, split_rows
+    from ..llm.sft import to_records
     from ..llm.tiny import TinySpec, make_tiny_model
 
-    train_rows, _ = split_rows(read_labeled_csv(csv_file or default_labeled_csv()))
+    train_rows, _ = split_rows(read_text_rows(csv_file or default_labeled_csv()))
     texts = [r["prompt"] + r["completion"] for r in to_records(train_rows)]
     spec = TinySpec() if steps is None else replace(TinySpec(), pretrain_steps=steps)
     _echo_json(make_tiny_model(directory, texts, spec))
 
 
 @click.command("sft-data")
-@click.option("--from", "csv_file", type=existing_file, default=None,
-              help="Labelled OCR CSV (ocr_labeled.csv's columns).")
-@click.option("--split", "store_split", default=None,
-              help="Instead of --from: the store's labelled samples of this split that have OCR text.")
+@click.option("--from", "csv_files", type=existing_file, multiple=True,
+              help="Labelled OCR CSV (ocr_labeled.csv's columns); repeatable.")
+@click.option("--split", "store_splits", multiple=True,
+              help="The store's labelled samples of this split that have OCR text; repeatable.")
 @click.option("--ocr-engine", default="rapidocr", show_default=True, help="Whose OCR text (with --split).")
-@click.option("--out", "out", type=out_dir, required=True, help="Folder for train.jsonl and val.jsonl.")
+@click.option("--out", "out", type=out_dir, required=True, help="Folder for train.jsonl, fit.jsonl and val.jsonl.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Split and resampling seed.")
 @click.option("--train-size", type=int, default=None, help="Training rows after resampling (default: as many as in).")
 @click.option("--candidates/--no-candidates", default=True, show_default=True,
               help="Put the rule extractor's candidate answers in the prompts.")
 @click.pass_context
-def sft_data(ctx: click.Context, csv_file: Path | None, store_split: str | None, ocr_engine: str, out: Path,
-             seed: int, train_size: int | None, candidates: bool) -> None:
-    """Write SFT rows (TRL prompt/completion JSONL): the training half resampled toward the
-    test set's entity mix, the validation half as it is. Rows come from a labelled OCR CSV
-    (--from) or from the store (--split: labelled samples whose images were OCR'd).
+def sft_data(ctx: click.Context, csv_files: tuple[Path, ...], store_splits: tuple[str, ...], ocr_engine: str,
+             out: Path, seed: int, train_size: int | None, candidates: bool) -> None:
+    """Write SFT rows (TRL prompt/completion JSONL): the training half, less a share kept to fit
+    the rules+model weight on (fit.jsonl), resampled toward the test set's entity mix
+    (train.jsonl); the validation half as it is (val.jsonl). Rows come from labelled OCR CSVs
+    (--from) and from the store (--split: labelled samples whose images were OCR'd, with the
+    OCR lines and boxes the predict stage sees), or both.
 
     \b
     Examples:
       amlc sft-data --from ../shared/data/ocr_labeled.csv --out sft/
-      amlc sft-data --split train --out sft/
+      amlc -w photos-work sft-data --from ../shared/data/ocr_labeled.csv --split train --out sft/
     """
+    from ..extract.data import read_store_rows
     from ..llm.sft import build_sft_files
 
-    if (csv_file is None) == (store_split is None):
-        raise click.UsageError("give exactly one of --from CSV and --split NAME")
-    source = csv_file or _store_rows(ctx, store_split or "", ocr_engine)
-    if not source:
-        raise click.ClickException(f"split {store_split!r} has no labelled samples with {ocr_engine} OCR text")
-    _echo_json(build_sft_files(source, out, seed=seed, train_size=train_size, use_candidates=candidates))
-
-
-STORE_ROWS_SQL = """
-SELECT s.entity, o.text, s.label, s.group_id, i.link FROM samples s
-JOIN images i ON i.id = s.image_id
-JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
-WHERE s.split = ? AND s.label IS NOT NULL ORDER BY s.idx
-"""
-
-
-def _store_rows(ctx: click.Context, split: str, ocr_engine: str) -> list:
-    from ..llm.sft import LabeledRow
-    from ..store import fetch_all
-    from .common import run_async, using_store, workdir
-
-    rows = run_async(lambda: using_store(workdir(ctx).store,
-                                         lambda conn: fetch_all(conn, STORE_ROWS_SQL, (ocr_engine, split))))
-    return [LabeledRow(*tuple(row)) for row in rows]
+    if not csv_files and not store_splits:
+        raise click.UsageError("give --from CSV and/or --split NAME")
+    sources: list = list(csv_files)
+    if store_splits:
+        rows = read_store_rows(workdir(ctx).store, ocr_engine, store_splits)
+        if not rows:
+            raise click.ClickException(f"splits {', '.join(store_splits)} have no labelled samples "
+                                       f"with {ocr_engine} OCR text")
+        sources.append(rows)
+    _echo_json(build_sft_files(sources, out, seed=seed, train_size=train_size, use_candidates=candidates))
 
 
 @click.command("train")
@@ -106,12 +97,19 @@ def _store_rows(ctx: click.Context, split: str, ocr_engine: str) -> list:
               help="Hyperparameters: a TOML file or a name in amlc/llm/configs (lora_cpu, lora_gpu, smollm2_cpu, lora_tiny).")
 @click.option("--max-steps", type=int, default=None, help="Override the config's max_steps.")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in OUT/checkpoints.")
-def train(base: Path, data: Path, out: Path, config_file: str | None, max_steps: int | None, resume: bool) -> None:
+@click.option("--eval-data", type=existing_file, default=None,
+              help="SFT JSONL of held-out rows (e.g. fit.jsonl): the config's eval_rows of them are "
+                   "scored every eval_steps for the learning curve.")
+def train(base: Path, data: Path, out: Path, config_file: str | None, max_steps: int | None, resume: bool,
+          eval_data: Path | None) -> None:
     """LoRA fine-tune BASE on DATA: Unsloth when CUDA is present and it imports, else PEFT + TRL
-    (decided at run time and recorded in OUT/train_info.json)."""
-    from ..llm.train import load_config, train as run_training
+    (decided at run time and recorded in OUT/train_info.json). Shows steps with rate, ETA and
+    the latest losses while it runs, then the learning curve."""
+    from ..llm.train import format_curve, load_config, train as run_training
 
-    result = run_training(base, data, out, load_config(config_file, max_steps=max_steps), resume=resume)
+    result = run_training(base, data, out, load_config(config_file, max_steps=max_steps), resume=resume,
+                          eval_data=eval_data)
+    click.echo(format_curve(result.curve))
     _echo_json({"backend": result.backend, "adapter": result.adapter_dir, "steps": result.steps,
                 "final_loss": result.final_loss, "seconds": round(result.seconds, 1)})
 
@@ -140,19 +138,53 @@ def export_model(adapter: Path, out: Path, quants: tuple[str, ...], check_file: 
 
 def score_model_on_text(model_gguf: str | Path, csv_file: str | Path, split: str = "val",
                         n_threads: int = 1, limit: int | None = None) -> Report:
-    """Score a GGUF model on a labelled OCR CSV (split: 'train', 'val' or 'all' of the shared
-    fixed-seed split), prompts built as for training, rule candidates included when available."""
-    from ..llm.infer import predict_texts
-    from ..llm.sft import extractor_candidates, prompt_for, read_labeled_csv, split_rows
+    """Score a GGUF model's own answers on a labelled OCR CSV (split: 'train', 'val' or 'all' of
+    the shared fixed-seed split), as the predict stage gives them: its choice among the rules'
+    options, or its written answer where a row has none."""
+    from ..extract import Extractor
+    from ..extract.data import read_text_rows, split_rows
+    from ..llm.evaluate import answer_rows
+    from ..llm.infer import load_engine
 
-    rows = read_labeled_csv(csv_file)
+    rows = read_text_rows(csv_file)
     if split != "all":
         rows = dict(zip(("train", "val"), split_rows(rows)))[split]
     rows = rows[:limit] if limit else rows
-    cands = extractor_candidates()
-    items = [(r.entity, prompt_for(r.entity, r.ocr_text, r.group_id, cands)) for r in rows]
-    answers = predict_texts(str(model_gguf), items, n_threads=n_threads)
-    return score((r.entity, r.label, a) for r, a in zip(rows, answers))  # the metric reads labels leniently
+    answers = answer_rows(load_engine(str(model_gguf), n_threads=n_threads), Extractor.load(), rows)
+    return answers.report(answers.model())
 
 
-COMMANDS = [tiny_model, sft_data, train, export_model]
+@click.command("llm-bench")
+@click.option("--out", "out", type=out_dir, required=True,
+              help="Folder for every part: sft/, run/, export/, bench.json (reruns skip what is there).")
+@click.option("--base", type=existing_path, default=None,
+              help="Base model, HF folder or .gguf (default: SmolLM2-135M-Instruct Q4_1 from bin/fetch-models).")
+@click.option("--config", "config_name", default="smollm2_cpu", show_default=True,
+              help="Training config: a TOML file or a name in amlc/llm/configs.")
+@click.option("--text", "text_csv", type=existing_file, default=None,
+              help="Labelled OCR CSV (default: the shared ocr_labeled.csv).")
+@click.option("--photos-store", type=existing_file, default=None,
+              help="A store (amlc.db) of labelled photos read by `amlc run`, e.g. photos.csv ingested and run.")
+@click.option("--threads", type=int, default=1, show_default=True, help="llama.cpp threads when scoring.")
+@click.option("--no-grammar", is_flag=True, help="Skip the choice-grammar column (it decodes every row again).")
+@click.option("--limit", type=int, default=None, help="Score only the first N validation rows of each source.")
+def llm_bench(out: Path, base: Path | None, config_name: str, text_csv: Path | None, photos_store: Path | None,
+              threads: int, no_grammar: bool, limit: int | None) -> None:
+    """The LLM recipe end to end: SFT rows from the labelled text and photos, LoRA training (its
+    learning curve printed), Q8_0 export, the rules+model weight fitted on held-out training
+    rows, then the table rules / model / rules+model (F1 numeric and strict, seconds per answer)
+    on the validation halves. Every step is skipped when its output exists.
+
+    \b
+    Example:
+      amlc llm-bench --out llm-bench/ --photos-store photos-work/amlc.db
+    """
+    from ..llm.export import cache_dir
+    from ..llm.fetch import fetch_smollm2
+    from ..llm.recipe import run
+
+    run(out, base or fetch_smollm2(cache_dir()), config_name, text_csv or default_labeled_csv(), photos_store,
+        threads, grammar=not no_grammar, limit=limit)
+
+
+COMMANDS = [tiny_model, sft_data, train, export_model, llm_bench]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def quantize(src: str | Path, out: str | Path, kind: str, threads: int = 1) -> P
     """Quantize a GGUF with llama.cpp's quantizer; kind is 'q8_0' or 'q4_k_m'."""
     import llama_cpp
 
+    logging.getLogger("llama-cpp-python").setLevel(logging.WARNING)  # else a line per tensor
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANT_TYPES[kind]
     params.nthread = threads
@@ -105,16 +107,26 @@ def export_model(adapter_dir: str | Path, out_dir: str | Path, kinds: Sequence[s
                  check_prompts: Sequence[str] = (), base: str | Path | None = None) -> ExportResult:
     """Merge, convert to f16 GGUF, quantize to each kind; with check_prompts, measure how often each
     GGUF's greedy answer equals the merged PyTorch model's. Writes OUT/export.json."""
+    from .progress import Progress
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = ExportResult(merge_adapter(adapter_dir, out / "merged", base))
-    result.gguf["f16"] = to_gguf(result.merged_dir, out / "model-f16.gguf")
-    for kind in kinds:
-        result.gguf[kind] = quantize(result.gguf["f16"], out / f"model-{kind}.gguf", kind)
-    if check_prompts:
-        reference = hf_greedy(result.merged_dir, check_prompts)
-        for kind, path in result.gguf.items():
-            result.agreement[kind] = agreement(reference, gguf_greedy(path, check_prompts))
+    checks = 2 + len(kinds) if check_prompts else 0  # the merged model's answers, then each GGUF's
+    with Progress("export", 2 + len(kinds) + checks, unit="steps") as progress:
+        progress.advance(0, step="merge")
+        result = ExportResult(merge_adapter(adapter_dir, out / "merged", base))
+        progress.advance(step="convert to GGUF f16")
+        result.gguf["f16"] = to_gguf(result.merged_dir, out / "model-f16.gguf")
+        for kind in kinds:
+            progress.advance(step=f"quantize {kind}")
+            result.gguf[kind] = quantize(result.gguf["f16"], out / f"model-{kind}.gguf", kind)
+        if check_prompts:
+            progress.advance(step=f"merged model on {len(check_prompts)} prompts")
+            reference = hf_greedy(result.merged_dir, check_prompts)
+            for kind, path in result.gguf.items():
+                progress.advance(step=f"{kind} on {len(check_prompts)} prompts")
+                result.agreement[kind] = agreement(reference, gguf_greedy(path, check_prompts))
+        progress.advance(step="done")
     (out / "export.json").write_text(json.dumps(result.as_dict(), indent=2))
     return result
 

@@ -1,9 +1,11 @@
-"""GBNF grammars that admit only `" <number> <allowed unit>"` or nothing, one per entity.
+"""GBNF grammars: per entity, `" <number> <allowed unit>"` or nothing; per row, one of the row's
+candidate answers or nothing (`choice_grammar`).
 
 The leading space matches `prompt.ANSWER_PREFIX`, the completion the model was trained to emit.
 Digit runs are bounded, so a model that loves digits still stops. A malformed grammar crashes
-llama.cpp inside C (no Python exception), so grammars come only from `entity_grammar`, and
-`validate` parses them against the model's vocabulary in a child process first.
+llama.cpp inside C (no Python exception), so entity grammars come only from `entity_grammar`
+and `validate` parses them against the model's vocabulary in a child process first; a choice
+grammar lists only strings that match `CHOICE_RE`, so it is always well formed.
 
     python -m amlc.llm.grammar MODEL.gguf   # validates every entity grammar; exit 0 when all parse
 """
@@ -11,15 +13,20 @@ llama.cpp inside C (no Python exception), so grammars come only from `entity_gra
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from functools import lru_cache
+from typing import Sequence
 
 from ..units import ENTITY_UNITS, check_entity
 from .prompt import ANSWER_PREFIX
 
 MAX_INT_DIGITS = 7
 MAX_FRACTION_DIGITS = 4
+# What a choice grammar may list: a number and a unit name. Anything else is refused before it
+# reaches llama.cpp, so row grammars need no parse check in a child process.
+CHOICE_RE = re.compile(r"\d{1,12}(\.\d{1,12})? [a-z]+( [a-z]+)?")
 
 
 class GrammarError(RuntimeError):
@@ -43,6 +50,15 @@ def entity_grammar(entity: str) -> str:
         f"unit ::= {units}",
         "",
     ])
+
+
+def choice_grammar(answers: Sequence[str]) -> str:
+    """The GBNF admitting exactly `ANSWER_PREFIX + answer` for one of answers, or nothing."""
+    bad = [a for a in answers if not CHOICE_RE.fullmatch(a)]
+    if bad or not answers:
+        raise ValueError(f"not a list of '<number> <unit>' answers: {bad or 'empty'}")
+    options = " | ".join(_literal(a) for a in answers)
+    return f"root ::= ({_literal(ANSWER_PREFIX)} ({options}))?\n"
 
 
 def all_grammars() -> dict[str, str]:

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Callable, Sequence
 
 from ..units import prediction_error
+from .choice import ChoiceItem, score_item
 from .grammar import all_grammars, validate
 from .parallel import ParallelDecoder
 from .prompt import answer_text, unique_items
@@ -39,9 +40,10 @@ class Engine:
     prompt_tokens: int = 0  # tokens evaluated or reused from the cache, summed over calls
     completion_tokens: int = 0
 
-    def generate(self, prompt: str, entity: str | None = None, max_tokens: int = MAX_ANSWER_TOKENS) -> str:
-        """Greedy completion text; under the entity's grammar when entity is given."""
-        grammar = self.grammars[entity] if entity else None
+    def generate(self, prompt: str, entity: str | None = None, max_tokens: int = MAX_ANSWER_TOKENS,
+                 grammar: object = None) -> str:
+        """Greedy completion text; under `grammar`, else the entity's grammar when entity is given."""
+        grammar = grammar or (self.grammars[entity] if entity else None)
         try:
             out = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0,
                                              grammar=grammar)
@@ -98,11 +100,16 @@ def load_engine(model_path: str, n_threads: int = 1, n_ctx: int = DEFAULT_CTX, c
     return Engine(llm, grammars, parallel=decoder)
 
 
-def answer_items(engine: Engine, items: Sequence[tuple[str, str]]) -> list[str]:
-    """Answers for (entity, prompt) items, each distinct item decoded once, in prefix-sharing order."""
+def answer_items(engine: Engine, items: Sequence[tuple[str, str] | ChoiceItem]) -> list:
+    """Answers for (entity, prompt) items, each distinct item decoded once, in prefix-sharing order;
+    a ChoiceItem gets its options scored instead (amlc.llm.choice.Scored)."""
     distinct, index = unique_items(items)
     order = sorted(range(len(distinct)), key=lambda i: distinct[i])
-    answers = dict(zip(order, engine.answer_together([distinct[i] for i in order])))
+    texts = [i for i in order if not isinstance(distinct[i], ChoiceItem)]
+    answers: dict[int, object] = dict(zip(texts, engine.answer_together([distinct[i] for i in texts])))
+    for i in order:
+        if i not in answers:
+            answers[i] = score_item(engine, distinct[i])
     return [answers[i] for i in index]
 
 

@@ -1,23 +1,27 @@
 """Prompts for the text-to-answer model and their completions.
 
-A prompt names the entity, its allowed units, the rule candidates (when any) and the OCR fragments
-most likely to hold the answer. The completion is `" " + canonical answer`: the leading space is
-its own token for the tokenizers we use (digits and spaces split apart), so the prompt, which ends
-on `answer:`, always ends on a token boundary, and the grammar in `grammar.py` starts with that space.
+A prompt names the entity, the rules' candidate answers (when any, written as the labels write
+them) and the OCR fragments most likely to hold the answer. The allowed units are not listed:
+the candidates carry them, and the grammars in `grammar.py` enforce them, so the prompt stays
+short (its length is what training and scoring cost). The completion is `" " + answer`: the
+leading space is its own token for the tokenizers we use (digits and spaces split apart), so the
+prompt, which ends on `answer:`, always ends on a token boundary, and the grammars start with it.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence, TypeVar
 
-from ..units import ENTITY_UNITS, UNIT_ALIASES, Answer, check_entity
+from ..units import UNIT_ALIASES, check_entity
 
 ANSWER_PREFIX = " "  # completion = ANSWER_PREFIX + str(answer); grammar.py matches it
 PROMPT_END = "answer:"
 FRAGMENT_WORDS = 8  # OCR text without line breaks is cut into windows of this many words
-DEFAULT_TOKEN_BUDGET = 160
+DEFAULT_TOKEN_BUDGET = 120  # estimated tokens of OCR text per prompt
+CHOICES = 4  # rule candidates per prompt: the answers the model chooses among
 
+Item = TypeVar("Item", bound=Hashable)
 _DIGIT = re.compile(r"\d")
 _WORD = re.compile(r"[a-zA-Zµ\"']+")
 _UNIT_WORDS = frozenset(UNIT_ALIASES) - {"t"}  # a lone 't' is too common a word to mark a unit
@@ -66,17 +70,17 @@ def build_prompt(entity: str, ocr_text: str, candidates: Sequence[str] | None = 
                  budget: int = DEFAULT_TOKEN_BUDGET, count: Callable[[str], int] = estimate_tokens) -> str:
     """The model's input for one row; ends with PROMPT_END, no trailing space."""
     check_entity(entity)
-    lines = [f"entity: {entity}", f"units: {', '.join(ENTITY_UNITS[entity])}"]
+    lines = [f"entity: {entity}"]
     if candidates:
-        lines.append("candidates: " + " | ".join(candidates[:4]))
+        lines.append("candidates: " + " | ".join(candidates[:CHOICES]))
     lines.append("text: " + " | ".join(select_fragments(ocr_text, budget, count)))
     lines.append(PROMPT_END)
     return "\n".join(lines)
 
 
-def completion(answer: Answer | None) -> str:
-    """The target text: the leading space then the canonical answer; an abstention is empty."""
-    return "" if answer is None else ANSWER_PREFIX + str(answer)
+def completion(answer: str) -> str:
+    """The target text: the leading space then the answer; an abstention ('') is empty."""
+    return ANSWER_PREFIX + answer if answer else ""
 
 
 def answer_text(generated: str) -> str:
@@ -84,8 +88,8 @@ def answer_text(generated: str) -> str:
     return generated.strip()
 
 
-def unique_items(items: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[int]]:
-    """Distinct (entity, prompt) pairs and, per input item, the index of its distinct pair."""
-    seen: dict[tuple[str, str], int] = {}
+def unique_items(items: Iterable[Item]) -> tuple[list[Item], list[int]]:
+    """Distinct items (e.g. (entity, prompt) pairs) and, per input item, the index of its distinct one."""
+    seen: dict[Item, int] = {}
     index = [seen.setdefault(item, len(seen)) for item in items]
     return list(seen), index

@@ -1,18 +1,23 @@
 """SFT rows: labelled OCR rows -> prompt/completion JSONL (TRL's prompt-completion format).
 
-Training rows are resampled toward the test set's entity mix (SPEC.md); validation rows are kept
-as they are so scores stay comparable. Rows whose label has no valid answer are dropped.
+Rows are the extractor's (`amlc.extract.data.TextRow`): labelled OCR text from a CSV
+(ocr_labeled.csv) or from a store, where they carry the OCR lines with boxes that `amlc run`
+read, so the rules' candidates in the prompt are the ones the predict stage will see. The
+completion is the true answer written exactly as the matching candidate is (the labels' form), so
+the model learns to copy the right option. Training rows are resampled toward the test set's
+entity mix (SPEC.md); validation rows are kept as they are so scores stay comparable. Rows whose
+label has no valid answer are dropped.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+from ..extract.data import TextRow, in_validation, read_text_rows, split_rows
+from ..metric import classify_error
 from ..units import AnswerError, parse_label
 from .prompt import build_prompt, completion
 
@@ -21,48 +26,28 @@ TEST_ENTITY_COUNTS: dict[str, int] = {
     "height": 32_282, "depth": 28_146, "width": 26_931, "item_weight": 22_032,
     "maximum_weight_recommendation": 7_028, "voltage": 5_488, "wattage": 5_447, "item_volume": 3_833,
 }
+FIT_FOLD_SHARE = 0.2  # of the training half: held out of SFT to fit the rules+model weight on
 
-CandidatesFn = Callable[[str, str, str], Sequence[str]]  # (entity, ocr_text, group_id) -> candidates
-
-
-@dataclass(frozen=True)
-class LabeledRow:
-    entity: str
-    ocr_text: str
-    label: str
-    group_id: str = ""
-    image_link: str = ""  # decides the split half (amlc.extract.data.split_key)
+# (entity, OCR text or lines, group_id) -> the rules' candidate answers, most probable first
+CandidatesFn = Callable[[str, Any, str], Sequence[str]]
+LabeledRow = TextRow  # (entity, ocr_text, truth, group_id, image_link[, lines])
 
 
-def read_labeled_csv(path: str | Path) -> list[LabeledRow]:
-    """Rows of a labelled OCR file (ocr_labeled.csv's columns)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [LabeledRow(r["entity_name"], r["ocr_text"], r["entity_value"], r.get("group_id") or "",
-                           r.get("image_link") or "") for r in csv.DictReader(handle)]
+def held_out_for_fit(row: Any) -> bool:
+    """Whether a training-half row is kept out of SFT to fit the combination weight on
+    (a second hash of its image, independent of the train/validation split)."""
+    return in_validation(row, seed=1, val_fraction=FIT_FOLD_SHARE)
 
 
-def split_rows(rows: list[LabeledRow], seed: int = 0, val_fraction: float = 0.5
-               ) -> tuple[list[LabeledRow], list[LabeledRow]]:
-    """The extractor's fixed-seed split when it exists (so every part scores the same rows)."""
-    try:
-        from ..extract.data import split_rows as shared_split
-    except ImportError:
-        shuffled = rows[:]
-        random.Random(seed).shuffle(shuffled)
-        cut = int(len(shuffled) * (1 - val_fraction))
-        return shuffled[:cut], shuffled[cut:]
-    return shared_split(rows, seed=seed)
-
-
-def mix_to_test(rows: list[LabeledRow], size: int | None = None, seed: int = 0) -> list[LabeledRow]:
+def mix_to_test(rows: list[TextRow], size: int | None = None, seed: int = 0) -> list[TextRow]:
     """Resample rows so entities appear in test proportions; rare entities repeat, common ones thin."""
-    by_entity: dict[str, list[LabeledRow]] = {}
+    by_entity: dict[str, list[TextRow]] = {}
     for row in rows:
         by_entity.setdefault(row.entity, []).append(row)
     total = sum(TEST_ENTITY_COUNTS[e] for e in by_entity)
     size = size or len(rows)
     rng = random.Random(seed)
-    out: list[LabeledRow] = []
+    out: list[TextRow] = []
     for entity, group in sorted(by_entity.items()):
         want = max(1, round(size * TEST_ENTITY_COUNTS[entity] / total))
         rng.shuffle(group)
@@ -71,23 +56,40 @@ def mix_to_test(rows: list[LabeledRow], size: int | None = None, seed: int = 0) 
     return out
 
 
-def prompt_for(entity: str, ocr_text: str, group_id: str, candidates: CandidatesFn | None) -> str:
-    """The prompt for one sample, the same in training, scoring and the predict stage."""
-    cands = candidates(entity, ocr_text, group_id) if candidates and ocr_text else None
-    return build_prompt(entity, ocr_text, cands)
+def ocr_text(ocr: Any) -> str:
+    """The text of OCR lines (objects with .text), or the text itself."""
+    return ocr if isinstance(ocr, str) else "\n".join(line.text for line in ocr)
 
 
-def to_record(row: LabeledRow, candidates: CandidatesFn | None = None) -> dict[str, str] | None:
-    """One prompt/completion record, or None when the label is not a valid answer."""
+def prompt_for(entity: str, ocr: Any, group_id: str, candidates: CandidatesFn | None) -> str:
+    """The prompt for one sample (ocr: its text or OCR lines), the same in training, scoring and
+    the predict stage."""
+    text = ocr_text(ocr)
+    cands = candidates(entity, ocr, group_id) if candidates and text else None
+    return build_prompt(entity, text, cands)
+
+
+def target(row: TextRow, candidates: Sequence[str]) -> str:
+    """The answer to train on: the candidate equal to the label, as written, else the label in
+    the labels' usual form; raises AnswerError when the label is not a valid answer."""
+    answer = parse_label(row.truth, row.entity)
+    return next((c for c in candidates if classify_error(row.entity, row.truth, c) is None),
+                answer.label_text())
+
+
+def to_record(row: TextRow, candidates: CandidatesFn | None = None) -> dict[str, Any] | None:
+    """One prompt/completion record (with the row's candidates and label), or None when the label
+    is not a valid answer."""
+    cands = list(candidates(row.entity, row.ocr, row.group_id) if candidates and row.ocr_text else ())
     try:
-        answer = parse_label(row.label, row.entity)
+        answer = target(row, cands)
     except AnswerError:
         return None
-    return {"prompt": prompt_for(row.entity, row.ocr_text, row.group_id, candidates),
-            "completion": completion(answer), "entity": row.entity}
+    return {"prompt": build_prompt(row.entity, row.ocr_text, cands), "completion": completion(answer),
+            "entity": row.entity, "answers": cands, "truth": row.truth, "image_link": row.image_link}
 
 
-def to_records(rows: Iterable[LabeledRow], candidates: CandidatesFn | None = None) -> list[dict[str, str]]:
+def to_records(rows: Iterable[TextRow], candidates: CandidatesFn | None = None) -> list[dict[str, Any]]:
     return [r for r in (to_record(row, candidates) for row in rows) if r is not None]
 
 
@@ -107,29 +109,29 @@ def read_jsonl(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def extractor_candidates() -> CandidatesFn | None:
-    """The rules' distinct candidate answers, best first (amlc.extract), or None without it."""
-    try:
-        from ..extract import Extractor
-    except ImportError:
-        return None
-    extractor = Extractor.load()
+def extractor_candidates(extractor: Any = None) -> CandidatesFn:
+    """The rules' distinct candidate answers, most probable first, as the labels write them."""
+    from ..extract import Extractor
+    from .choice import rule_options
 
-    def candidates(entity: str, ocr_text: str, group_id: str) -> list[str]:
-        found = extractor.predict(entity, ocr_text, group_id or None).candidates
-        return list(dict.fromkeys(getattr(c, "answer_text", str(c)) for c in found))
-    return candidates
+    extractor = extractor or Extractor.load()
+    return lambda entity, ocr, group: rule_options(extractor, entity, ocr, group).answers
 
 
-def build_sft_files(source: str | Path | Sequence[LabeledRow], out_dir: str | Path, seed: int = 0,
+def build_sft_files(sources: Sequence[str | Path | Sequence[TextRow]], out_dir: str | Path, seed: int = 0,
                     train_size: int | None = None, use_candidates: bool = True) -> dict[str, int]:
-    """Write train.jsonl (test-mixed) and val.jsonl (as is) under out_dir; returns row counts.
-    `source` is a labelled OCR CSV or rows already read (e.g. from the store)."""
-    rows = read_labeled_csv(source) if isinstance(source, (str, Path)) else list(source)
+    """Write train.jsonl (the training half less the fit share, test-mixed), fit.jsonl (the fit
+    share) and val.jsonl (the validation half, as is) under out_dir; returns row counts.
+    Each source is a labelled OCR CSV or rows already read (e.g. from a store)."""
+    rows = [row for source in sources
+            for row in (read_text_rows(source) if isinstance(source, (str, Path)) else source)]
     train, val = split_rows(rows, seed=seed)
+    fit = [row for row in train if held_out_for_fit(row)]
+    train = [row for row in train if not held_out_for_fit(row)]
     cands = extractor_candidates() if use_candidates else None
     out = Path(out_dir)
     return {
         "train": write_jsonl(to_records(mix_to_test(train, train_size, seed), cands), out / "train.jsonl"),
+        "fit": write_jsonl(to_records(fit, cands), out / "fit.jsonl"),
         "val": write_jsonl(to_records(val, cands), out / "val.jsonl"),
     }

@@ -4,7 +4,7 @@ The tokenizer uses Qwen2's pre-tokenizer (digits one by one, a space before a di
 own token), a form llama.cpp implements, so the model converts to GGUF and tokenizes the same
 way in llama.cpp. A random model cannot learn to copy digits from a LoRA alone, so `pretrain`
 runs a short full training on task text mixed with synthetic "copy" rows (a number and a unit
-in noisy text, answered canonically) before any LoRA.
+in noisy text, answered as the labels write it) before any LoRA.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def copy_rows(n: int, seed: int = 0) -> list[str]:
         mention = f"{value}{rng.choice(['', ' '])}{rng.choice(by_unit[unit])}"
         words = rng.sample(FILLER, rng.randint(2, 10))
         words.insert(rng.randint(0, len(words)), mention)
-        answer = Answer(Decimal(value), unit)
+        answer = Answer(Decimal(value), unit).label_text()
         rows.append(build_prompt(entity, " ".join(words)) + completion(answer))
     return rows
 

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ class TrainConfig:
     logging_steps: int = 10
     seed: int = 0
     threads: int = 1
+    max_minutes: float = 0.0  # 0: no time budget; else training stops after the step that passes it
+    eval_rows: int = 0        # held-out rows whose loss is measured every eval_steps (0: none)
+    eval_steps: int = 20
 
 
 @dataclass
@@ -51,6 +54,7 @@ class TrainResult:
     steps: int
     final_loss: float | None
     seconds: float
+    curve: list[dict] = field(default_factory=list)  # per logged step: step, loss and/or eval_loss
 
 
 def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
@@ -177,10 +181,48 @@ def trainer_class():
     return PlainLossSFTTrainer
 
 
+def progress_callback(config: TrainConfig):
+    """A TrainerCallback that shows steps with rate, ETA and the latest losses (amlc.llm.progress)
+    and stops training once the config's time budget is spent."""
+    from transformers import TrainerCallback
+
+    from .progress import Progress
+
+    class BudgetProgress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started, self.steps = time.monotonic(), 0  # this session's (a resumed run restarts the clock)
+            self.progress = Progress("train", state.max_steps, unit="steps").start()
+            if config.max_minutes:  # the ETA counts max_steps; the budget may stop it sooner
+                self.progress.info["stops after"] = f"{config.max_minutes:g} min"
+            self.progress.advance(state.global_step)  # a resumed run starts part way
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.progress.advance()
+            self.steps += 1
+            elapsed = time.monotonic() - self.started
+            step = elapsed / self.steps
+            # Stop once under two steps' time is left: the last held-out evaluation then still fits.
+            if config.max_minutes and elapsed + 2 * step >= config.max_minutes * 60:
+                log.info("time budget of %s min reached at step %d", config.max_minutes, state.global_step)
+                control.should_training_stop = True
+                control.should_evaluate = bool(config.eval_rows)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            shown = {k: round(v, 4) for k, v in (logs or {}).items() if k in ("loss", "eval_loss")}
+            self.progress.info.update(shown)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.progress.close()
+
+    return BudgetProgress()
+
+
 def sft_args(out: Path, config: TrainConfig, cpu: bool):
     from trl import SFTConfig
 
-    return SFTConfig(
+    evaluate = ({"eval_strategy": "steps", "eval_steps": config.eval_steps, "eval_on_start": True}
+                if config.eval_rows else {})
+    return SFTConfig(**evaluate,
         output_dir=str(out / "checkpoints"), max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate, warmup_steps=config.warmup_ratio,
@@ -192,19 +234,42 @@ def sft_args(out: Path, config: TrainConfig, cpu: bool):
         dataloader_num_workers=0, disable_tqdm=True)
 
 
-def load_rows(data: str | Path):
+def load_rows(data: str | Path, limit: int | None = None):
     """The JSONL as a datasets.Dataset with only prompt/completion (TRL's prompt-completion form)."""
     from datasets import load_dataset
 
     dataset = load_dataset("json", data_files=str(data), split="train")
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
     return dataset.remove_columns([c for c in dataset.column_names if c not in ("prompt", "completion")])
 
 
+def learning_curve(log_history: list[dict]) -> list[dict]:
+    """Training and held-out losses by step, from the trainer's log history."""
+    by_step: dict[int, dict] = {}
+    for entry in log_history:
+        for key in ("loss", "eval_loss"):
+            if key in entry:
+                by_step.setdefault(entry["step"], {"step": entry["step"]})[key] = round(entry[key], 4)
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def format_curve(curve: list[dict]) -> str:
+    lines = ["step  train loss  held-out loss"]
+    for point in curve:
+        train, held = point.get("loss"), point.get("eval_loss")
+        lines.append(f"{point['step']:>4}  {'' if train is None else f'{train:10.4f}':>10}  "
+                     f"{'' if held is None else f'{held:13.4f}':>13}")
+    return "\n".join(lines)
+
+
 def train(base: str | Path, data: str | Path, out: str | Path, config: TrainConfig | None = None,
-          resume: bool = False) -> TrainResult:
+          resume: bool = False, eval_data: str | Path | None = None) -> TrainResult:
     """LoRA-train base on the SFT JSONL; the adapter lands in OUT/adapter. Resumes from the
-    newest checkpoint under OUT/checkpoints when resume is set and one exists."""
+    newest checkpoint under OUT/checkpoints when resume is set and one exists. With eval_data and
+    config.eval_rows, the loss on that many held-out rows is measured every config.eval_steps."""
     import torch
+    from transformers import PrinterCallback
 
     config = config or TrainConfig()
     out = Path(out)
@@ -218,8 +283,12 @@ def train(base: str | Path, data: str | Path, out: str | Path, config: TrainConf
     base_dir = materialize_base(base, out / "base_hf")
     make = _unsloth_model if backend == "unsloth" else _peft_model
     model, tokenizer, lora = make(base_dir, config)
-    trainer = trainer_class()(model=model, args=sft_args(out, config, cpu=backend != "unsloth"),
-                              train_dataset=load_rows(data), processing_class=tokenizer, peft_config=lora)
+    held_out = load_rows(eval_data, config.eval_rows) if eval_data and config.eval_rows else None
+    trainer = trainer_class()(model=model, args=sft_args(out, config if held_out else replace(config, eval_rows=0),
+                                                         cpu=backend != "unsloth"),
+                              train_dataset=load_rows(data), eval_dataset=held_out, processing_class=tokenizer,
+                              peft_config=lora, callbacks=[progress_callback(config)])
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dictionaries; the progress shows them
     checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
     started = time.time()
     _write_info(out, base, base_dir, data, config, TrainResult(backend, out / "adapter", 0, None, 0.0), checkpoint)
@@ -227,7 +296,8 @@ def train(base: str | Path, data: str | Path, out: str | Path, config: TrainConf
     adapter = out / "adapter"
     trainer.save_model(str(adapter))
     tokenizer.save_pretrained(str(adapter))
-    result = TrainResult(backend, adapter, output.global_step, _last_loss(trainer), time.time() - started)
+    result = TrainResult(backend, adapter, output.global_step, _last_loss(trainer), time.time() - started,
+                         learning_curve(trainer.state.log_history))
     _write_info(out, base, base_dir, data, config, result, checkpoint)
     return result
 
@@ -242,7 +312,7 @@ def _write_info(out: Path, base, base_dir: Path, data, config: TrainConfig, resu
     info = {"backend": result.backend, "finished": result.steps > 0, "base": str(Path(base).resolve()),
             "base_dir": str(base_dir.resolve()), "data": str(Path(data).resolve()),
             "config": asdict(config), "steps": result.steps, "final_loss": result.final_loss,
-            "seconds": round(result.seconds, 1), "resumed_from": resumed}
+            "seconds": round(result.seconds, 1), "resumed_from": resumed, "curve": result.curve}
     (out / "train_info.json").write_text(json.dumps(info, indent=2))
 
 
