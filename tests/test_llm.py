@@ -20,7 +20,7 @@ from amlc.cli.llm import export_model, score_model_on_text, sft_data, tiny_model
 from amlc.extract import Extractor
 from amlc.extract.data import OCR_LABELED, TextRow, read_text_rows
 from amlc.llm.choice import (ChoiceItem, Options, Scored, combine, combined_answer, fit_weight,
-                             model_choice, rule_options, save_weight)
+                             model_choice, rule_options, save_weight, writable)
 from amlc.llm.grammar import GrammarError, all_grammars, choice_grammar, entity_grammar, validate
 from amlc.llm.progress import Progress
 from amlc.llm.prompt import (ANSWER_PREFIX, PROMPT_END, build_prompt, completion, fragment_rank,
@@ -142,6 +142,10 @@ def test_choice_grammar_lists_only_the_options_and_refuses_anything_else() -> No
     for bad in (['21" ::= x'], ["21.0 cm\nroot ::= [0-9]+"], []):
         with pytest.raises(ValueError):
             choice_grammar(bad)
+    # a barcode the rules read as a weight is left out of the grammar, not a crash
+    options = ["22122020000174 gram", "250.0 gram"]
+    assert writable(options) == ["250.0 gram"]
+    assert '"22122020000174 gram"' not in choice_grammar(writable(options))
 
 
 def test_fit_share_is_a_stable_fifth_of_images() -> None:

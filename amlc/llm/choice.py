@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from ..metric import classify_error
 from ..units import Answer
-from .grammar import choice_grammar
+from .grammar import CHOICE_RE, choice_grammar
 from .prompt import ANSWER_PREFIX, CHOICES, answer_text, build_prompt
 
 # Weights tried by fit_weight; ties go to the smaller weight (the rules are the cheaper opinion).
@@ -132,14 +132,21 @@ def score_item(engine: Any, item: ChoiceItem) -> Scored:
     return Scored(None, engine.answer(item.entity, item.prompt))
 
 
+def writable(answers: Sequence[str]) -> list[str]:
+    """The options a choice grammar can list: a barcode read as '22122020000174 gram' is a
+    candidate of the rules, but no label's number, and no grammar's."""
+    return [a for a in answers if CHOICE_RE.fullmatch(a)]
+
+
 def grammar_choice(engine: Any, item: ChoiceItem) -> Scored:
     """The model's greedy answer under the row's choice grammar (one of its options, or a blank);
     where the row has no options, its answer under the entity's grammar."""
     import llama_cpp
 
-    if not item.answers:
+    answers = writable(item.answers)
+    if not answers:
         return Scored(None, engine.answer(item.entity, item.prompt))
-    grammar = llama_cpp.LlamaGrammar.from_string(choice_grammar(item.answers), verbose=False)
+    grammar = llama_cpp.LlamaGrammar.from_string(choice_grammar(answers), verbose=False)
     return Scored(None, answer_text(engine.generate(item.prompt, grammar=grammar)))
 
 
