@@ -291,6 +291,23 @@ def test_cross_validation_scores_every_row_once_per_repeat():
     assert counts.tp + counts.fp + counts.fn + counts.tn == 120 and text.f1 > 0.3
 
 
+@needs_data
+def test_out_of_fold_rankers_answer_their_rows_worse_than_the_ranker_that_learned_them():
+    """Why a model stacked on the ranker needs out-of-fold options: the ranker is right more
+    often on the rows it learned from than on rows it never saw."""
+    from amlc.extract.choose import DEFAULT_PRIORS, Model, load_priors
+    from amlc.extract.train import build_design, fit_weights, out_of_fold, predict_rows
+    from amlc.metric import score
+    priors = load_priors(DEFAULT_PRIORS)
+    rows = split_rows(read_text_rows(OCR_LABELED))[0][:240]
+    oof = out_of_fold(rows, priors, folds=2)
+    assert len({id(oof.extractor(r)) for r in rows}) == 2
+    learned = Extractor(Model(fit_weights(build_design(rows, priors))), priors)
+    in_sample = score(predict_rows(learned, rows)).f1
+    out_of_sample = score(t for r in rows for t in predict_rows(oof.extractor(r), [r])).f1
+    assert out_of_sample < in_sample - 0.01, (out_of_sample, in_sample)
+
+
 def test_answers_take_the_number_form_of_the_groups_labels():
     from amlc.extract.priors import Priors
     rows = ([("maximum_weight_recommendation", "bare", "5 kilogram")] * 3

@@ -51,15 +51,18 @@ class RowAnswers:
 
 
 def answer_rows(engine: Any, extractor: Any, rows: Sequence[TextRow], description: str = "score",
-                reply: Callable[[Any, ChoiceItem], Any] = score_item) -> RowAnswers:
+                reply: Callable[[Any, ChoiceItem], Any] = score_item,
+                extractor_for: Callable[[TextRow], Any] | None = None) -> RowAnswers:
     """Every row through rules and model (engine: amlc.llm.infer.Engine), with a progress line.
     `reply` is what the model does with a row: score its options (default) or anything else that
-    takes (engine, item)."""
+    takes (engine, item). `extractor_for(row)`, when given, names each row's rules instead of
+    `extractor` (out-of-fold rankers for training rows)."""
     out = RowAnswers(list(rows))
     with Progress(description, len(rows), unit="rows") as progress:
         for row in rows:
             started = time.perf_counter()
-            options, item = choice_item(extractor, row.entity, row.ocr_text, row.group_id, row.lines)
+            rules = extractor_for(row) if extractor_for else extractor
+            options, item = choice_item(rules, row.entity, row.ocr_text, row.group_id, row.lines)
             ruled = time.perf_counter()
             out.options.append(options)
             out.scored.append(reply(engine, item))

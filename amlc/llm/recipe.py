@@ -6,6 +6,8 @@
 2. LoRA on the base (a time-budgeted config on a CPU), its learning curve printed;
 3. merge and export to GGUF Q8_0;
 4. the rules+model weight fitted on the fit rows (never trained on), saved beside the model;
+   training and fit rows get their options from out-of-fold rankers (the shipped ranker learned
+   from them), validation rows from the shipped ranker, as new rows would;
 5. the table: rules / model / rules+model on the validation halves of the text and the photos,
    F1 numeric and strict, seconds per answer.
 
@@ -19,9 +21,10 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from functools import cache
+from typing import Any, Callable, Sequence
 
-from ..extract.data import OCR_LABELED, TextRow, read_store_rows, read_text_rows, split_rows
+from ..extract.data import OCR_LABELED, TextRow, in_validation, read_store_rows, read_text_rows, split_rows
 from .choice import DEFAULT_WEIGHT, fit_weight, grammar_choice, load_weight, save_weight, weight_path
 from .evaluate import RowAnswers, answer_rows
 from .sft import build_sft_files, held_out_for_fit, write_jsonl
@@ -59,9 +62,20 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def build_data(step: Step, sources: dict[str, list[TextRow]]) -> dict[str, int]:
+def options_source(extractor: Any, sources: dict[str, list[TextRow]]) -> Callable[[TextRow], Any]:
+    """Whose options a row gets: a training-half row the out-of-fold ranker's that never learned
+    from it (amlc.extract.train.out_of_fold: the shipped ranker learned from every training-half
+    row, so its options there are better than anywhere else); a validation row the shipped one's."""
+    from ..extract.train import out_of_fold
+
+    _say("fitting 5 out-of-fold rankers for the training rows' options ...")
+    oof = out_of_fold([r for rows in sources.values() for r in split_rows(rows)[0]], extractor.priors)
+    return lambda row: extractor if in_validation(row) else oof.extractor(row)
+
+
+def build_data(step: Step, sources: dict[str, list[TextRow]], options_from: Callable[[], Any]) -> dict[str, int]:
     if not (step.sft / "val.jsonl").exists():
-        counts = build_sft_files(list(sources.values()), step.sft)
+        counts = build_sft_files(list(sources.values()), step.sft, extractor_for=options_from())
         (step.sft / "counts.json").write_text(json.dumps(counts))
     return json.loads((step.sft / "counts.json").read_text())
 
@@ -88,10 +102,10 @@ def export_model(step: Step, adapter: Path) -> Path:
     return step.model
 
 
-def fit(step: Step, engine: Any, extractor: Any, rows: Sequence[TextRow]) -> float:
-    """The rules+model weight, fitted on the fit rows and saved beside the model."""
+def fit(step: Step, engine: Any, options_from: Callable[[], Any], rows: Sequence[TextRow]) -> float:
+    """The rules+model weight, fitted on the fit rows (options out of fold) and saved beside the model."""
     if not weight_path(step.model).exists():
-        answers = answer_rows(engine, extractor, rows, "fit rows")
+        answers = answer_rows(engine, None, rows, "fit rows", extractor_for=options_from())
         write_jsonl(answers.records(), step.model.parent / "scores-fit.jsonl")
         weight, right = fit_weight(answers.fit_rows())
         save_weight(step.model, weight, right, len(rows))
@@ -149,11 +163,13 @@ def run(out: Path, base: Path, config_name: str = "smollm2_cpu", text_csv: Path 
     step = Step.under(out)
     started = time.time()
     sources = labelled_rows(text_csv, photos_store)
-    _say("SFT rows: " + json.dumps(build_data(step, sources)))
+    extractor = Extractor.load()
+    options_from = cache(lambda: options_source(extractor, sources))  # fitted only when needed
+    _say("SFT rows: " + json.dumps(build_data(step, sources, options_from)))
     model = export_model(step, train_model(step, base, config_name))
-    engine, extractor = load_engine(str(model), n_threads=threads), Extractor.load()
+    engine = load_engine(str(model), n_threads=threads)
     halves = {name: split_rows(rows) for name, rows in sources.items()}
-    weight = fit(step, engine, extractor, [r for train, _ in halves.values() for r in train if held_out_for_fit(r)])
+    weight = fit(step, engine, options_from, [r for train, _ in halves.values() for r in train if held_out_for_fit(r)])
     lines, cover = [], {}
     for name, (_, val) in halves.items():
         val = val[:limit] if limit else val

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -119,19 +120,29 @@ def extractor_candidates(extractor: Any = None) -> CandidatesFn:
 
 
 def build_sft_files(sources: Sequence[str | Path | Sequence[TextRow]], out_dir: str | Path, seed: int = 0,
-                    train_size: int | None = None, use_candidates: bool = True) -> dict[str, int]:
+                    train_size: int | None = None, use_candidates: bool = True,
+                    extractor_for: Callable[[TextRow], Any] | None = None) -> dict[str, int]:
     """Write train.jsonl (the training half less the fit share, test-mixed), fit.jsonl (the fit
     share) and val.jsonl (the validation half, as is) under out_dir; returns row counts.
-    Each source is a labelled OCR CSV or rows already read (e.g. from a store)."""
+    Each source is a labelled OCR CSV or rows already read (e.g. from a store). The candidates
+    come from the shipped ranker, or per row from `extractor_for(row)` (e.g. out-of-fold rankers
+    for training rows, amlc.extract.train.out_of_fold)."""
     rows = [row for source in sources
             for row in (read_text_rows(source) if isinstance(source, (str, Path)) else source)]
     train, val = split_rows(rows, seed=seed)
     fit = [row for row in train if held_out_for_fit(row)]
     train = [row for row in train if not held_out_for_fit(row)]
-    cands = extractor_candidates() if use_candidates else None
+    records = partial(_records, use_candidates=use_candidates, extractor_for=extractor_for)
     out = Path(out_dir)
     return {
-        "train": write_jsonl(to_records(mix_to_test(train, train_size, seed), cands), out / "train.jsonl"),
-        "fit": write_jsonl(to_records(fit, cands), out / "fit.jsonl"),
-        "val": write_jsonl(to_records(val, cands), out / "val.jsonl"),
+        "train": write_jsonl(records(mix_to_test(train, train_size, seed)), out / "train.jsonl"),
+        "fit": write_jsonl(records(fit), out / "fit.jsonl"),
+        "val": write_jsonl(records(val), out / "val.jsonl"),
     }
+
+
+def _records(rows: Sequence[TextRow], use_candidates: bool, extractor_for: Callable[[TextRow], Any] | None
+             ) -> list[dict[str, Any]]:
+    if not use_candidates or extractor_for is None:
+        return to_records(rows, extractor_candidates() if use_candidates else None)
+    return [r for r in (to_record(row, extractor_candidates(extractor_for(row))) for row in rows) if r is not None]
