@@ -21,7 +21,8 @@
 #
 # Settings (environment): AMLC_DATA (default ../shared/data), OUT (default /tmp/amlc-gpu-check),
 # PYTHON (default python3), STEPS (LoRA steps, default 20), AMLC_WHEELS (a folder of wheels and
-# sdists to install from instead of the index: pip --no-index --find-links).
+# sdists to install from instead of the index: pip --no-index --find-links), LLM_BENCH=1 and
+# LLM_BASE (the whole LLM recipe with Unsloth at the end; see that step).
 # Needs: nvidia-smi, nvcc and cmake on PATH (llama.cpp's CUDA build), python >= 3.11 with venv.
 set -euo pipefail
 
@@ -206,6 +207,16 @@ row "predict, every layer on the GPU, one by one" "$ROWS_N" "$(helper rate "$OUT
     "$(helper agree "$OUT/predict_gpu_one" "$OUT/predict_cpu" "$ANSWERS")"
 SECS="" GPU_MIB=""
 ROWS+=("predict, CPU, $(nproc) workers||$ROWS_N|$CPU_RATE||(reference)")
+
+# ---------------------------------------------------------------- the LLM recipe on the GPU (optional)
+# LLM_BENCH=1: `amlc llm-bench` with Unsloth and the lora_gpu config: SFT rows, training, Q8_0,
+# the rules+model weight and the table rules / model / rules+model on ocr_labeled.csv's validation
+# half. LLM_BASE: a larger base put on this machine beforehand (an HF folder, e.g.
+# Qwen2.5-1.5B-Instruct); SmolLM2 otherwise (nothing larger can be fetched from the index).
+if [ "${LLM_BENCH:-0}" = 1 ]; then
+    step llm_bench amlc llm-bench --out "$OUT/llm-bench" --base "${LLM_BASE:-$SMOL}" --config lora_gpu
+    tail -n 16 "$OUT/logs/llm_bench.log"
+fi
 
 # ---------------------------------------------------------------- the table
 say "all steps done in $(elapsed "$T0")s"

@@ -47,6 +47,8 @@ class Timed:
     cpu: float        # user + system seconds of amlc and every worker process it started
     peak_rss_mb: float  # peak of their summed resident memory, sampled 4 times a second
     output: str
+    peak_daemon_mb: float = 0.0  # the amlc process's own peak
+    peak_worker_mb: float = 0.0  # the largest peak of any one worker process
 
     @property
     def utilisation(self) -> float:
@@ -61,8 +63,8 @@ def amlc(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Timed:
     proc = subprocess.Popen([sys.executable, "-m", "amlc", "--workdir", str(workdir), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})})
-    peak = [0]
-    sampler = threading.Thread(target=_sample_rss, args=(proc, peak), daemon=True)
+    peak, each = [0], {}
+    sampler = threading.Thread(target=_sample_rss, args=(proc, peak, each), daemon=True)
     sampler.start()
     output, _ = proc.communicate()
     seconds = time.perf_counter() - start
@@ -71,12 +73,17 @@ def amlc(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Timed:
     if proc.returncode != 0:
         raise RuntimeError(f"amlc {' '.join(args)} failed ({proc.returncode}):\n{output[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Timed(seconds, cpu, peak[0] / 1024, output)
+    workers = [kb for pid, kb in each.items() if pid != proc.pid]
+    return Timed(seconds, cpu, peak[0] / 1024, output, each.get(proc.pid, 0) / 1024, max(workers, default=0) / 1024)
 
 
-def _sample_rss(proc: subprocess.Popen, peak: list[int]) -> None:
+def _sample_rss(proc: subprocess.Popen, peak: list[int], each: dict[int, int]) -> None:
+    """Peak summed RSS of the process tree in peak[0]; each process's own peak in each."""
     while proc.poll() is None:
-        peak[0] = max(peak[0], sum(_rss_kb(pid) for pid in _tree(proc.pid)))
+        sizes = {pid: _rss_kb(pid) for pid in _tree(proc.pid)}
+        peak[0] = max(peak[0], sum(sizes.values()))
+        for pid, kb in sizes.items():
+            each[pid] = max(each.get(pid, 0), kb)
         time.sleep(0.25)
 
 
@@ -209,7 +216,8 @@ def report(result: dict, baseline: dict | None) -> None:
     workers = "default" if result["workers"] is None else result["workers"]
     print(f"\n{result['urls']} URLs, {result['rows']} rows, OCR workers {workers}: "
           f"{timed.seconds:.0f} s wall, CPU {100 * timed.utilisation:.0f}% of the machine, "
-          f"peak RSS {timed.peak_rss_mb:.0f} MB (amlc and its workers, summed)")
+          f"peak RSS {timed.peak_rss_mb:.0f} MB (amlc and its workers, summed; amlc itself "
+          f"{timed.peak_daemon_mb:.0f} MB, the largest worker {timed.peak_worker_mb:.0f} MB)")
     if result["not_done"]:
         print(f"  not done: {result['not_done']}")
     print(f"  {'stage':<22} {'done':>7} {'per s':>8} {'official set at this rate':>26}")
