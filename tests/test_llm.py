@@ -308,7 +308,7 @@ def test_quantized_models_agree_with_the_merged_model(chain: dict[str, Path]) ->
     print("agreement with merged PyTorch greedy:", agreement)
     assert agreement["f16"] >= 0.9
     assert agreement["q8_0"] >= 0.8
-    assert 0.0 <= agreement["q4_k_m"] <= 1.0  # 4-bit on a 3M model is measured, not held to a bar
+    assert agreement["q4_k_m"] >= 0.6  # 4-bit on a 3M model: 0.975-1.0 measured; a broken quantizer is far below
     assert (chain["export"] / "model-q4_k_m.gguf").stat().st_size < (chain["export"] / "model-q8_0.gguf").stat().st_size
 
 
