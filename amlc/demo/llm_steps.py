@@ -22,26 +22,13 @@ QUANTS = ("q8_0", "q4_k_m")
 PREDICT_WITH = "q8_0"  # nearly the merged model's answers (export.py measures the agreement)
 
 
-async def labelled_rows(wd: Workdir, split: str = "train", ocr_engine: str = "rapidocr") -> list:
-    from ..llm.sft import LabeledRow
-
-    conn = await open_reader(wd.store)
-    try:
-        rows = await fetch_all(conn, """
-            SELECT s.entity, s.label, s.group_id, o.text FROM samples s
-            JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
-            WHERE s.split = ? AND s.label IS NOT NULL ORDER BY s.id""", (ocr_engine, split))
-    finally:
-        await conn.close()
-    return [LabeledRow(r["entity"], r["text"], r["label"], r["group_id"]) for r in rows]
-
-
 def sft_file(wd: Workdir, path: Path) -> Path:
     """train.jsonl from the store (prompts with the rules' candidates, as at prediction)."""
+    from ..extract.data import read_store_rows
     from ..llm.sft import extractor_candidates, to_records, write_jsonl
 
     if not path.exists():
-        records = to_records(asyncio.run(labelled_rows(wd)), extractor_candidates())
+        records = to_records(read_store_rows(wd.store, splits=("train",)), extractor_candidates())
         if not records:
             raise RuntimeError("no OCR'd labelled train rows in the store to fine-tune on")
         tmp = path.with_suffix(".tmp")

@@ -31,7 +31,6 @@ FIT_FOLD_SHARE = 0.2  # of the training half: held out of SFT to fit the rules+m
 
 # (entity, OCR text or lines, group_id) -> the rules' candidate answers, most probable first
 CandidatesFn = Callable[[str, Any, str], Sequence[str]]
-LabeledRow = TextRow  # (entity, ocr_text, truth, group_id, image_link[, lines])
 
 
 def held_out_for_fit(row: Any) -> bool:
@@ -55,19 +54,6 @@ def mix_to_test(rows: list[TextRow], size: int | None = None, seed: int = 0) -> 
         out += [group[i % len(group)] for i in range(want)]
     rng.shuffle(out)
     return out
-
-
-def ocr_text(ocr: Any) -> str:
-    """The text of OCR lines (objects with .text), or the text itself."""
-    return ocr if isinstance(ocr, str) else "\n".join(line.text for line in ocr)
-
-
-def prompt_for(entity: str, ocr: Any, group_id: str, candidates: CandidatesFn | None) -> str:
-    """The prompt for one sample (ocr: its text or OCR lines), the same in training, scoring and
-    the predict stage."""
-    text = ocr_text(ocr)
-    cands = candidates(entity, ocr, group_id) if candidates and text else None
-    return build_prompt(entity, text, cands)
 
 
 def target(row: TextRow, candidates: Sequence[str]) -> str:
