@@ -60,6 +60,7 @@ class Engine:
         self._queues = {s.name: asyncio.Queue[tuple[Claimed, Any]](maxsize=max(4, 2 * s.batch * s.workers))
                         for s in self.stages}
         self._room = {s.name: asyncio.Event() for s in self.stages}  # set when a worker takes items
+        self._quiet = asyncio.Event()  # set when an outcome leaves nothing queued or in flight
 
     async def run(self, exit_when_done: bool, *companions: Coroutine[Any, Any, None]) -> None:
         """Run until stopped, done (with exit_when_done) or a fatal fault; companions (the
@@ -178,6 +179,8 @@ class Engine:
             stats.retried += not final
             stats.errors[outcome.error.split(":")[0][:60]] += 1
             stats.last_errors.append(f"{stage.name} #{outcome.item.item_id}: {outcome.error}")
+        if not self._busy():
+            self._quiet.set()
 
     async def _drain(self, timeout: float | None) -> None:
         """Stop claiming, give unstarted items back, let workers finish what they hold (for at
@@ -194,15 +197,22 @@ class Engine:
             await asyncio.sleep(0.05)
 
     async def _watch_done(self, exit_when_done: bool) -> None:
+        """Look whether all is done when the last outcome is recorded (a run exits as soon as
+        its work is written), and on the poll clock for work that arrives or ends otherwise."""
         while exit_when_done and not self.stopping.is_set():
-            await self._sleep(self.poll_seconds)
             if await self.idle():
                 self.stop()
+                break
+            self._quiet.clear()
+            await self._wait(self._quiet, self.poll_seconds)
         await self.stopping.wait()
+
+    def _busy(self) -> bool:
+        return any(s.in_flight or not self._queues[n].empty() for n, s in self.stats.items())
 
     async def idle(self) -> bool:
         """No work queued, in flight, unwritten or waiting in the store for these stages."""
-        if any(s.in_flight or not self._queues[n].empty() for n, s in self.stats.items()):
+        if self._busy():
             return False
         await self.writer.flush()
         for stage in self.stages:
@@ -213,11 +223,11 @@ class Engine:
                                             "AND state IN ('pending', 'leased')")
         return rows[0][0] == 0
 
-    async def _wait(self, event: asyncio.Event) -> None:
-        """Until `event` is set or the run stops."""
+    async def _wait(self, event: asyncio.Event, timeout: float | None = None) -> None:
+        """Until `event` is set, the run stops or `timeout` seconds pass."""
         waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.stopping.wait())]
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()

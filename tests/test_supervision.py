@@ -145,6 +145,8 @@ def test_a_missing_or_damaged_image_file_is_fetched_again(tmp_path, image_server
 
 
 def test_a_store_locked_past_the_busy_timeout_stops_the_run_and_says_so(tmp_path, image_server):
+    for name in IMAGES[140:142]:  # slow answers: the lock is taken while the downloads are leased
+        image_server.add_fault(f"/images/I/{name}", "slow")
     ingest(tmp_path, image_server, IMAGES[140:142])
     blocker = sqlite3.connect(tmp_path / "amlc.db", timeout=10)
     daemon = start_run(tmp_path, "--stages", "fetch", "--exit-when-done")
