@@ -192,3 +192,22 @@ def test_a_batch_that_cannot_be_written_is_rolled_back_whole_and_kept(tmp_path):
         assert writer.failure is not None and writer.pending == 2  # kept for a later try
         await conn.close()
     run(go())
+
+
+def test_every_command_is_reachable_and_status_loads_no_stage_stack():
+    """The CLI imports a command's module only when it runs: the lazy map must name every
+    command each module defines, and a read-only command must not pull in the heavy stacks."""
+    import importlib
+    import subprocess
+    import sys
+
+    from amlc.cli import COMMAND_MODULES, main
+
+    defined = {c.name: module for module in set(COMMAND_MODULES.values())
+               for c in importlib.import_module(f"amlc.cli.{module}").COMMANDS}
+    assert defined == COMMAND_MODULES
+    assert all(main.get_command(None, name).name == name for name in defined)
+    probe = ("import sys; from amlc.cli import main; main.get_command(None, 'status'); "
+             "print(sorted(m for m in ('numpy', 'aiohttp', 'PIL', 'onnxruntime', 'llama_cpp') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]", loaded

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from ..workdir import DEFAULT_WORKDIR, Workdir
 
+# command -> the module (amlc.cli.<module>) defining it: a command imports only what it needs,
+# so `amlc status` does not load numpy, aiohttp and the OCR and LLM stacks first
+COMMAND_MODULES = {
+    "ingest": "data", "export": "data", "check": "data", "eval": "data",
+    "status": "query", "show": "query", "sql": "query",
+    "run": "pipeline", "predict": "pipeline",
+    "eval-text": "extract",
+    "tiny-model": "llm", "sft-data": "llm", "train": "llm", "export-model": "llm", "llm-bench": "llm",
+    "demo": "demo",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """Subcommands listed by name, their modules imported when one is used (or for --help)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(name)
+        if module is None:
+            return None
+        commands = importlib.import_module(f"{__name__}.{module}").COMMANDS
+        return next(c for c in commands if c.name == name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--workdir", "-w", envvar="AMLC_WORKDIR", type=click.Path(file_okay=False),
               default=DEFAULT_WORKDIR, show_default=True, show_envvar=True,
               help="Work folder holding the store (amlc.db), images, models and exports.")
@@ -26,14 +53,3 @@ def main(ctx: click.Context, workdir: str) -> None:
       amlc export submission.csv --split test
     """
     ctx.obj = Workdir.resolve(workdir)
-
-
-def _register() -> None:
-    from . import data, demo, extract, llm, pipeline, query
-
-    for module in (data, query, pipeline, extract, llm, demo):
-        for command in module.COMMANDS:
-            main.add_command(command)
-
-
-_register()
