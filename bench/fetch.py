@@ -10,8 +10,8 @@ distinct URLs /images/I/<id>-<k>.jpg aliasing the real images, answers every req
 Each contender runs in its own process against a fresh server and an empty folder, is timed
 wall clock from its start (interpreter start-up included) and must end with all n images:
   bare         one aiohttp session, 128 concurrent GETs, each body written to a file, no checks
-  starter kit  multiprocessing.Pool(64) of urllib downloads (the challenge's utils.py), a 503
-               retried after its Retry-After
+  starter kit  multiprocessing.Pool(64) of urllib downloads (the challenge's utils.py): 3 tries,
+               a fixed 3 s pause after a failure (--starter-delay; 0 waits what Retry-After says)
   amlc         `amlc ingest` (not timed), then `amlc run --stages fetch --exit-when-done
                --no-dashboard` at its defaults (and once more per --amlc-flags)
 CPU per image is the contender's process and its children's (rusage), the server's excluded.
@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT.parent / "shared" / "data" / "test_images"
 BARE_CONCURRENCY = 128
 STARTER_POOL = 64
-RETRIES = 5  # the in-process contenders' tries per URL; a 503 needs only the second
+RETRIES = 5  # the bare loop's tries per URL; a 503 needs only the second
+STARTER_TRIES, STARTER_DELAY = 3, 3.0  # the kit's download_image(retries=3, delay=3)
 
 
 # ---------------------------------------------------------------- the server and its URLs
@@ -121,23 +122,24 @@ def bare_loop(links: list[str], out: Path) -> list[str]:
     return asyncio.run(go())
 
 
-def starter_download(job: tuple[str, str]) -> str | None:
+def starter_download(job: tuple[str, str, float]) -> str | None:
     """One URL the starter kit's way: urlretrieve, and a pause before trying again."""
-    link, target = job
-    for _ in range(RETRIES):
+    link, target, delay = job
+    for _ in range(STARTER_TRIES):
         try:
             urllib.request.urlretrieve(link, target)
             return None
         except urllib.error.HTTPError as exc:
-            error, wait = f"http {exc.code}", float(exc.headers.get("Retry-After", 3))
+            error, wait = f"http {exc.code}", delay or float(exc.headers.get("Retry-After", 3))
         except OSError as exc:
-            error, wait = str(exc), 3.0
+            error, wait = str(exc), delay or 3.0
         time.sleep(wait)
     return f"{link}: {error}"
 
 
 def starter_kit(links: list[str], out: Path) -> list[str]:
-    jobs = [(link, str(out / link.rsplit("/", 1)[1])) for link in links]
+    delay = float(os.environ.get("STARTER_DELAY", STARTER_DELAY))
+    jobs = [(link, str(out / link.rsplit("/", 1)[1]), delay) for link in links]
     with multiprocessing.Pool(STARTER_POOL) as pool:  # the kit's fixed pool, imap one URL at a time
         return [f for f in pool.imap(starter_download, jobs) if f]
 
@@ -292,7 +294,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the table shows medians")
     parser.add_argument("--amlc-flags", action="append", default=[], metavar="FLAGS",
                         help='also time `amlc run` with these flags, e.g. "--concurrency 128 --per-host 128"')
+    parser.add_argument("--starter-delay", type=float, default=STARTER_DELAY,
+                        help="the starter kit's pause after a failed try (its utils.py: 3 s); "
+                             "0 waits what Retry-After says")
     args = parser.parse_args()
+    os.environ["STARTER_DELAY"] = str(args.starter_delay)  # read by the starter kit's child process
     with tempfile.TemporaryDirectory(prefix="amlc-bench-fetch-") as tmp:
         corpus = Corpus.make(Path(tmp) / "served", args.n, args.fail_rate)
         print(f"{args.n} URLs over {len(list(IMAGES.glob('*.jpg')))} real images, {args.latency:g} ms latency, "
