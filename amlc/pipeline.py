@@ -40,6 +40,7 @@ class RunConfig:
     ocr_device: str = "cpu"          # "cuda" runs OCR on the GPU (onnxruntime-gpu)
     ocr_max_side: int | None = 1280  # shrink larger images to this longer side before OCR
     ocr_autocontrast: bool = False   # stretch faded labels' contrast before OCR
+    ocr_reread_below: float | None = None  # second pass on number lines read below this confidence
     ocr_workers: int | None = None   # OCR processes (0: one engine in a thread); None: per device
     max_attempts: int = 4            # tries per item and stage before it is marked failed
     backoff_base: float = 2.0        # seconds before a failed item is retried; doubles per try
@@ -72,7 +73,8 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
         stages.append(FetchStage(fetcher, config.fetch_workers, policy, workdir.root, config.local_images))
     if "ocr" in config.stages:
         from .ocr import OcrSpec, Preprocess, default_ocr_batch, default_ocr_workers
-        preprocess = Preprocess(max_side=config.ocr_max_side, autocontrast=config.ocr_autocontrast)
+        preprocess = Preprocess(max_side=config.ocr_max_side, autocontrast=config.ocr_autocontrast,
+                                reread_below=config.ocr_reread_below)
         spec = OcrSpec(config.ocr_engine, config.ocr_device, preprocess)
         workers = default_ocr_workers(config.ocr_device) if config.ocr_workers is None else config.ocr_workers
         batch = default_ocr_batch(config.ocr_device) if config.ocr_batch is None else config.ocr_batch

@@ -50,6 +50,7 @@ SETTINGS: dict[str, list[str]] = {
     "1280": ["--ocr-max-side", "1280"],
     "original": ["--ocr-max-side", "0"],               # the photos are at most 1600 px a side
     "1280-autocontrast": ["--ocr-max-side", "1280", "--ocr-autocontrast"],
+    "1280-reread": ["--ocr-max-side", "1280", "--ocr-reread-below", "0.9"],
     "original-autocontrast": ["--ocr-max-side", "0", "--ocr-autocontrast"],
 }
 AMLC = [sys.executable, "-m", "amlc"]

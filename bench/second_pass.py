@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,60 +23,34 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from amlc.extract.baseline import truth_in_text  # noqa: E402
 from amlc.extract.data import SHARED_DATA, TextRow, in_validation, read_store_rows  # noqa: E402
 from amlc.ocr import load_engine  # noqa: E402
-from amlc.ocr.base import OcrLine  # noqa: E402
 from amlc.ocr.preprocess import decode  # noqa: E402
-
-DIGIT = re.compile(r"\d")
-MARGIN = 0.3   # of the line's height, added on every side of the crop
-
-
-def crop(image: Image.Image, line: OcrLine, scale: float) -> np.ndarray:
-    """The line's box with a margin, upscaled, as BGR pixels."""
-    xs, ys = [p[0] for p in line.box], [p[1] for p in line.box]
-    pad = MARGIN * min(max(xs) - min(xs), max(ys) - min(ys))
-    box = (max(0, min(xs) - pad), max(0, min(ys) - pad),
-           min(image.width, max(xs) + pad), min(image.height, max(ys) + pad))
-    part = image.crop(tuple(round(v) for v in box))
-    part = part.resize((max(1, round(part.width * scale)), max(1, round(part.height * scale))),
-                       Image.Resampling.LANCZOS)
-    return np.ascontiguousarray(np.asarray(part)[:, :, ::-1])
-
-
-def reread(ocr, pixels: np.ndarray, detect: bool) -> tuple[str, float]:
-    """(text, confidence) of a crop; with detection, the lines found joined by spaces."""
-    out = ocr(pixels, use_det=detect, use_cls=False, use_rec=True)
-    texts, scores = list(out.txts or ()), list(out.scores or ())
-    if not texts:
-        return "", 0.0
-    return " ".join(texts), float(np.mean(scores))
-
+from amlc.ocr.reread import joined, reread, weak_number_lines  # noqa: E402
 
 def second_pass(rows: list[TextRow], photos: Path, below: float, scale: float,
                 detect: bool) -> tuple[dict[str, str], int, float]:
-    """New text per image link, lines re-read, seconds spent."""
+    """New text per image link, lines re-read, seconds spent: amlc.ocr.reread on stored lines,
+    with detection on each crop as the OCR stage does it, or recognition only."""
     ocr = load_engine("rapidocr").ocr    # the library object, with the pipeline's models and settings
-    by_link = {r.image_link: r for r in rows}
+
+    def read_crops(crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        outs = [ocr(crop, use_det=detect, use_cls=False, use_rec=True) for crop in crops]
+        return [joined(list(out.txts or ()), list(out.scores or ())) for out in outs]
+
     texts, reread_lines, seconds = {}, 0, 0.0
-    for link, row in by_link.items():
-        weak = [i for i, line in enumerate(row.lines) if line.confidence < below and DIGIT.search(line.text)]
-        if not weak:
+    for link, row in {r.image_link: r for r in rows}.items():
+        weak = weak_number_lines(row.lines, below)
+        if weak:
+            image = decode(photos / link.rsplit("/", 1)[-1])
+            start = time.perf_counter()
+            texts[link] = "\n".join(line.text for line in reread(row.lines, image, below, scale, read_crops))
+            seconds += time.perf_counter() - start
+            reread_lines += len(weak)
+        else:
             texts[link] = row.ocr_text
-            continue
-        image = decode(photos / link.rsplit("/", 1)[-1])
-        start = time.perf_counter()
-        lines = [line.text for line in row.lines]
-        for i in weak:
-            text, confidence = reread(ocr, crop(image, row.lines[i], scale), detect)
-            if text and confidence > row.lines[i].confidence:
-                lines[i] = text
-        seconds += time.perf_counter() - start
-        reread_lines += len(weak)
-        texts[link] = "\n".join(lines)
     return texts, reread_lines, seconds
 
 

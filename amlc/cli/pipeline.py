@@ -113,6 +113,9 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.option("--ocr-max-side", default=1280, show_default=True,
               help="Shrink images whose longer side exceeds this many pixels before OCR (0: never).")
 @click.option("--ocr-autocontrast", is_flag=True, help="Stretch the contrast of faded labels before OCR.")
+@click.option("--ocr-reread-below", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Second pass: read again, cut from the full-size image and upscaled 2x, every "
+                   "line holding a digit that the first pass read below this confidence (0: off).")
 @click.option("--ocr-workers", type=click.IntRange(min=0), default=None,
               help="OCR processes, one engine and one thread each (0: one engine inside this "
                    "process). Default: one per core on a CPU, 4 per GPU with --ocr-device cuda.")
@@ -130,7 +133,8 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                 log_every: float, concurrency: int, per_host: int, timeout: float,
                 local_images: Path | None, min_free_mb: float, fetch_retries: int, ocr_engine: str,
                 ocr_batch: int | None,
-                ocr_device: str, ocr_max_side: int, ocr_autocontrast: bool, max_attempts: int,
+                ocr_device: str, ocr_max_side: int, ocr_autocontrast: bool,
+                ocr_reread_below: float, max_attempts: int,
                 backoff: float, retry_failed: bool, model: Path | None, ocr_workers: int | None,
                 llm_workers: int | None, llm_batch: int | None, gpu_layers: int | None,
                 ray_address: str | None, ocr_gpus: float, llm_gpus: float) -> None:
@@ -153,7 +157,8 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                        log_every=log_every, fetch_workers=concurrency, per_host=per_host,
                        fetch_timeout=timeout, ocr_engine=ocr_engine, ocr_batch=ocr_batch,
                        ocr_device=ocr_device, ocr_max_side=ocr_max_side or None,
-                       ocr_autocontrast=ocr_autocontrast, ocr_workers=ocr_workers,
+                       ocr_autocontrast=ocr_autocontrast, ocr_reread_below=ocr_reread_below or None,
+                       ocr_workers=ocr_workers,
                        max_attempts=max_attempts, backoff_base=backoff,
                        fetch_options={"retries": fetch_retries, "min_free_bytes": int(min_free_mb * 1e6)},
                        local_images=local_images,

@@ -21,6 +21,7 @@ import numpy as np
 from .base import GPU_IMAGE_BATCH, GPU_REC_BATCH, MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
 from .models import Device, paddle_model_dirs
 from .preprocess import Prepared, Preprocess, prepare_all, to_original
+from .reread import joined, reread
 
 
 class PaddleOcrEngine:
@@ -78,7 +79,17 @@ class PaddleOcrEngine:
             OcrLine(str(text), round(float(score), 5), to_original(np.asarray(poly).tolist(), prepared))
             for text, score, poly in zip(out["rec_texts"], out["rec_scores"], out["rec_polys"])
         ]
+        if prepared.original is not None:
+            start, pre = time.perf_counter(), self.preprocess
+            lines = reread(lines, prepared.original, pre.reread_below or 0.0, pre.reread_scale,
+                           self._read_crops)
+            seconds += time.perf_counter() - start
         return OcrResult(lines, self.name, prepared.record, seconds)
+
+    def _read_crops(self, crops: Sequence[Any]) -> list[tuple[str, float]]:
+        outs = list(self.ocr.predict(list(crops))) if crops else []
+        return [joined([str(t) for t in out["rec_texts"]], [float(s) for s in out["rec_scores"]])
+                for out in outs]
 
 
 def _engine_config(device: Device, threads: int) -> dict[str, Any]:

@@ -27,6 +27,9 @@ class Preprocess:
       backends: "min" scales the shorter side up to det_side, "max" the longer side down to it.
       PaddleOCR's general-OCR default (min 64) keeps product photos at their own resolution;
       RapidOCR's (min 736) would blow a 1000x65 banner up to 11000 pixels wide.
+    reread_below, reread_scale: after the first pass, lines holding a digit read below this
+      confidence are cut out of the full-size image, upscaled and read again (amlc.ocr.reread);
+      None skips the second pass.
     """
 
     max_side: int | None = 1280
@@ -34,6 +37,8 @@ class Preprocess:
     cutoff: float = 1.0
     det_side: int = 64
     det_limit: str = "min"
+    reread_below: float | None = None
+    reread_scale: float = 2.0
 
     def __post_init__(self) -> None:
         if self.max_side is not None and self.max_side < 32:
@@ -43,6 +48,10 @@ class Preprocess:
         if self.det_limit not in ("min", "max") or self.det_side < 32:
             raise ValueError(f"det_limit must be 'min' or 'max' and det_side >= 32, "
                              f"got {self.det_limit!r}, {self.det_side}")
+        if self.reread_below is not None and not 0.0 < self.reread_below <= 1.0:
+            raise ValueError(f"reread_below must be in (0, 1], got {self.reread_below}")
+        if not 1.0 <= self.reread_scale <= 8.0:
+            raise ValueError(f"reread_scale must be in [1, 8], got {self.reread_scale}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class Prepared:
     scale: float  # prepared pixels per original pixel (<= 1)
     original_size: tuple[int, int]  # (width, height) after EXIF orientation
     record: dict[str, Any]
+    original: Image.Image | None = None  # the full-size image, kept for a second pass
 
 
 def decode(source: ImageSource, index: int | None = None) -> Image.Image:
@@ -76,7 +86,7 @@ def decode(source: ImageSource, index: int | None = None) -> Image.Image:
 
 
 def prepare(source: ImageSource, pre: Preprocess, index: int | None = None) -> Prepared:
-    img = decode(source, index)
+    img = full = decode(source, index)
     original = img.size
     scale = _scale_for(original, pre.max_side)
     if scale < 1.0:
@@ -91,7 +101,7 @@ def prepare(source: ImageSource, pre: Preprocess, index: int | None = None) -> P
         "scale": round(scale, 6),
     }
     bgr = np.ascontiguousarray(np.asarray(img)[:, :, ::-1])
-    return Prepared(bgr, scale, original, record)
+    return Prepared(bgr, scale, original, record, full if pre.reread_below is not None else None)
 
 
 def prepare_all(sources: Sequence[ImageSource], pre: Preprocess) -> list[Prepared]:

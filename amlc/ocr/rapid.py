@@ -9,6 +9,7 @@ from .base import GPU_REC_BATCH, MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
 from .models import (DET_BOX_THRESH, DET_MEAN, DET_STD, DET_THRESH, DET_UNCLIP_RATIO, Device,
                      wheel_dir, wheel_model)
 from .preprocess import Prepared, Preprocess, prepare_all, to_original
+from .reread import joined, reread
 
 
 class RapidOcrEngine:
@@ -35,7 +36,15 @@ class RapidOcrEngine:
         if out.txts:  # None when nothing was detected
             for text, score, box in zip(out.txts, out.scores, out.boxes):
                 lines.append(OcrLine(text, round(float(score), 5), to_original(box, prepared)))
+        if prepared.original is not None:
+            pre = self.preprocess
+            lines = reread(lines, prepared.original, pre.reread_below or 0.0, pre.reread_scale,
+                           self._read_crops)
         return OcrResult(lines, self.name, prepared.record, time.perf_counter() - start)
+
+    def _read_crops(self, crops: Sequence[Any]) -> list[tuple[str, float]]:
+        outs = [self.ocr(crop, use_det=True, use_cls=False, use_rec=True) for crop in crops]
+        return [joined(list(out.txts or ()), list(out.scores or ())) for out in outs]
 
 
 def _params(pre: Preprocess, device: Device, threads: int, use_cls: bool) -> dict[str, Any]:
