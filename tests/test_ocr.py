@@ -186,6 +186,13 @@ def test_a_second_pass_on_weak_number_lines_finds_what_the_first_missed(rapid: O
         kept = [a == b for a, b in zip(one.lines, two.lines)]
         assert all(kept[i] for i, line in enumerate(one.lines) if line.confidence >= 0.9)
         assert not all(kept)  # only weak lines were read again, and at least one changed
+    # a second pass leaves the engine as it was: the next image's first pass reads as before
+    control = DATA / "photos" / "61SidPhzVeL.jpg"  # 'POWER:MAX 750W' upside down
+    [after] = again.read([control])
+    [plain] = rapid.read([control])
+    assert len(after.lines) == len(plain.lines)
+    assert all(a == p for a, p in zip(after.lines, plain.lines) if p.confidence >= 0.9)
+    assert "POWER:MAX 750W" in after.text()
 
 
 def test_the_second_pass_runs_in_paddleocr_too(paddle: OcrEngine, tmp_path: Path) -> None:

@@ -23,7 +23,9 @@ class RapidOcrEngine:
 
         self.preprocess = preprocess
         self.device = device
-        self.ocr = RapidOCR(params=_params(preprocess, device, threads, use_cls))
+        params = _params(preprocess, device, threads, use_cls)
+        self.use_cls = params["Global.use_cls"]
+        self.ocr = RapidOCR(params=params)
 
     def read(self, images: Sequence[ImageSource]) -> list[OcrResult]:
         # RapidOCR takes one image per call (it batches the text lines inside an image).
@@ -31,7 +33,8 @@ class RapidOcrEngine:
 
     def _read_one(self, prepared: Prepared) -> OcrResult:
         start = time.perf_counter()
-        out = self.ocr(prepared.bgr)
+        # every step named on every call: RapidOCR keeps a call's use_* flags for the next ones
+        out = self.ocr(prepared.bgr, use_det=True, use_cls=self.use_cls, use_rec=True)
         lines = []
         if out.txts:  # None when nothing was detected
             for text, score, box in zip(out.txts, out.scores, out.boxes):
