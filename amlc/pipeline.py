@@ -40,7 +40,7 @@ class RunConfig:
     ocr_device: str = "cpu"          # "cuda" runs OCR on the GPU (onnxruntime-gpu)
     ocr_max_side: int | None = 1280  # shrink larger images to this longer side before OCR
     ocr_autocontrast: bool = False   # stretch faded labels' contrast before OCR
-    ocr_reread_below: float | None = None  # second pass on number lines read below this confidence
+    ocr_reread_below: float | None = 0.9  # second pass on number lines read below this confidence
     ocr_workers: int | None = None   # OCR processes (0: one engine in a thread); None: per device
     max_attempts: int = 4            # tries per item and stage before it is marked failed
     backoff_base: float = 2.0        # seconds before a failed item is retried; doubles per try

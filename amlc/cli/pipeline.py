@@ -113,9 +113,11 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.option("--ocr-max-side", default=1280, show_default=True,
               help="Shrink images whose longer side exceeds this many pixels before OCR (0: never).")
 @click.option("--ocr-autocontrast", is_flag=True, help="Stretch the contrast of faded labels before OCR.")
-@click.option("--ocr-reread-below", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+@click.option("--ocr-reread-below", type=click.FloatRange(0.0, 1.0), default=0.9, show_default=True,
               help="Second pass: read again, cut from the full-size image and upscaled 2x, every "
-                   "line holding a digit that the first pass read below this confidence (0: off).")
+                   "line holding a digit that the first pass read below this confidence (0: off; "
+                   "on real photos +0.8 points of rows with their number in the text for ~6-13% "
+                   "more OCR time).")
 @click.option("--ocr-workers", type=click.IntRange(min=0), default=None,
               help="OCR processes, one engine and one thread each (0: one engine inside this "
                    "process). Default: one per core on a CPU, 4 per GPU with --ocr-device cuda.")
