@@ -272,7 +272,10 @@ def _pair_features(i: int, candidates: Sequence[Candidate], entity: str, group: 
         return {}
     c, other = candidates[i], candidates[j]
     role, metric = ("first" if i < j else "second"), c.unit in METRIC
-    f = {f"pair_{role}": 1.0, f"pair_{role}_metric": float(metric), f"pair_metric:{entity}": float(metric),
+    # The order habit differs by entity: a weight's label takes the second of 'NET WT 12 oz (340g)'
+    # more often than not (text and photos alike), a dimension's the first of '16 cm / 6.3 in'.
+    f = {f"pair_{role}": 1.0, f"pair_second:{entity}": float(role == "second"),
+         f"pair_{role}_metric": float(metric), f"pair_metric:{entity}": float(metric),
          "pair_unit_habit": priors.group_unit_logp(entity, group, c.unit)
                             - priors.group_unit_logp(entity, group, other.unit),
          "pair_style": view.unpaired_metric_share * (1 if metric else -1),
