@@ -122,6 +122,7 @@ class Candidate:
     bare: bool = False         # no unit written; the unit is the group's usual one
     listed: bool = False       # no unit written; took the unit of a list it heads ('10 13.77 26.77"')
     box: Box | None = None
+    near_lines: tuple[str, ...] = ()   # other lines just above it or left of it on the photo
     confidence: float = 1.0    # OCR confidence of its line
     score: float = 0.0         # set by the chooser
     features: dict[str, float] = field(default_factory=dict, repr=False)
@@ -374,6 +375,41 @@ def _attach_lines(candidates: list[Candidate], items: list[Any], index: LineInde
         if item is not None and not isinstance(item, str):
             cand.box = getattr(item, "box", None)
             cand.confidence = float(getattr(item, "confidence", 1.0) or 0.0)
+            cand.near_lines = _near_lines(cand.line, items, index)
+
+
+Extent = tuple[float, float, float, float]
+
+
+def _extent(box: Box) -> Extent:
+    xs, ys = [p[0] for p in box], [p[1] for p in box]
+    return min(xs), max(xs), min(ys), max(ys)
+
+
+NEAR_ABOVE = 2.0   # line heights above a line that a heading over it may sit ('NET WT' over '300g')
+NEAR_LEFT = 8.0    # line heights to the left that a label on the same row may start
+
+
+def _near_lines(line: int, items: list[Any], index: LineIndex) -> tuple[str, ...]:
+    """The texts of the lines that sit just above this one (overlapping it sideways) or end
+    just left of it on the same row: where a photo's keyword stands when the OCR read it as a
+    separate line that reading order does not put right before the number."""
+    box = getattr(items[line], "box", None)
+    if not box:
+        return ()
+    x0, x1, y0, y1 = _extent(box)
+    h = min(x1 - x0, y1 - y0)
+    near = []
+    for k, other in enumerate(items):
+        other_box = getattr(other, "box", None) if k != line and not isinstance(other, str) else None
+        if not other_box:
+            continue
+        ox0, ox1, oy0, oy1 = _extent(other_box)
+        above = y0 - NEAR_ABOVE * h <= oy1 <= y0 + h / 2 and ox0 < x1 and ox1 > x0
+        left = abs((oy0 + oy1) / 2 - (y0 + y1) / 2) < 0.6 * h and x0 - NEAR_LEFT * h < ox1 <= x0 + h
+        if above or left:
+            near.append(index.lines[k])
+    return tuple(near)
 
 
 def bare_numbers(ocr: str | Sequence[Any]) -> list[NumberToken]:

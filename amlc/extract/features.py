@@ -223,6 +223,7 @@ def _mention_features(c: Candidate, entity: str) -> dict[str, float]:
         "keyword": float(_keyword_before(c.line_text, c, entity)),
         "keyword_adjacent": float(_keyword_adjacent(c.line_text, c, entity)),
         "keyword_line_before": float(_keyword_line_before(c, entity)),
+        "keyword_near": float(any(KEYWORD_RES[entity].search(text) for text in c.near_lines)),
         "gross_before": float(bool(GROSS_RE.search(c.line_text[max(0, c.column - KEYWORD_WINDOW):c.column]))),
         "keyword_sibling": float(any(_keyword_before(c.line_text, c, s) for s in SIBLINGS[entity])),
         "range_high": float(c.range_role == "high"),
