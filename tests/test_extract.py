@@ -372,3 +372,16 @@ def test_the_extract_stage_and_eval_on_real_photo_ocr(tmp_path):
     assert numeric["tp"] + numeric["fp"] + numeric["fn"] == len(rows)
     # Measured: 9 of the 13 right numerically, 8 also as the label writes them.
     assert numeric["tp"] >= 8 and 7 <= strict["tp"] <= numeric["tp"]
+
+
+def test_near_lines_find_a_keyword_printed_above_the_number():
+    """'NET WT' on its own line above '300g', with another line between them in reading order."""
+    from amlc.ocr.base import OcrLine
+
+    def box(x0: float, y0: float, x1: float, y1: float) -> tuple:
+        return ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
+
+    lines = [OcrLine("NET WT", 0.99, box(100, 100, 200, 120)), OcrLine("Best before 2025", 0.99, box(400, 500, 600, 520)),
+             OcrLine("300g", 0.99, box(110, 125, 170, 145))]
+    (cand,) = extract_candidates(lines)
+    assert cand.near_lines == ("NET WT",)
