@@ -21,6 +21,7 @@ import argparse
 import csv
 import os
 import resource
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -203,7 +204,7 @@ def run_once(base: str, urls: int, args: argparse.Namespace, ocr_workers: int | 
         if args.model:
             extra += ["--model", str(args.model)]
             extra += ["--llm-workers", str(args.llm_workers)] if args.llm_workers is not None else []
-        timed = amlc(workdir, "run", "--exit-when-done", "--no-dashboard", *extra)
+        timed = amlc(workdir, "run", "--exit-when-done", "--no-dashboard", *extra, *shlex.split(args.amlc_flags))
         failed = store_rows(workdir, "SELECT stage, count(*) FROM jobs WHERE state != 'done' GROUP BY 1")
         return {"urls": urls, "rows": len(rows), "workers": ocr_workers, "timed": timed,
                 "stages": stage_rates(workdir), "not_done": dict(failed)}
@@ -240,11 +241,14 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="a GGUF model: adds the predict stage")
     parser.add_argument("--llm-workers", type=int, default=None)
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-OCR-worker run")
+    parser.add_argument("--amlc-flags", default="", metavar="FLAGS",
+                        help='more `amlc run` flags for every run, e.g. "--ocr-reread-below 0"')
     parser.add_argument("--tmp", default=None, help="where the work folders go (default: system temp)")
     args = parser.parse_args()
     args.ocr_engine = args.ocr_engine or ("paddleocr" if args.device.startswith("cuda") else "rapidocr")
     sizes = [int(n) for n in args.urls.split(",")]
-    print(f"amlc run, {args.ocr_engine} on {args.device}, model {args.model or 'none'}; {machine()}")
+    print(f"amlc run {args.amlc_flags}".rstrip() + f", {args.ocr_engine} on {args.device}, "
+          f"model {args.model or 'none'}; {machine()}")
     from fetch import Corpus, Server  # bench/fetch.py's: tests/http_server.py as a subprocess
 
     server = Server(Corpus(TEST_IMAGES, [], []), latency_ms=0.0)
