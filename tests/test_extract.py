@@ -104,6 +104,21 @@ def test_slips_are_not_read_without_a_unit():
     assert found("ISO 9001 lOO pieces") == []
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("Pillowcases(SOx7Scm)", ["50 centimetre", "75 centimetre"]),   # slips in a chain
+    ("Taille 75x11Ocm", ["75 centimetre", "110 centimetre"]),      # a slip right after 'x'
+    ("1O x 2O x 3Ocm", ["10 centimetre", "20 centimetre", "30 centimetre"]),
+    ("SOOml", ["500 millilitre"]), ("within O.5inch", ["0.5 inch"]), ("4.scm", ["4.5 centimetre"])])
+def test_slips_in_chains_and_new_slip_shapes(text, expected):
+    assert found(text) == expected and any(c.slipped for c in extract_candidates(text))
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("SIX 5cm", ["5 centimetre"]), ("Soll 5l", ["5 litre"]), ("22oll6l", ["6 litre"])])
+def test_slip_words_that_are_not_numbers(text, expected):
+    assert found(text) == expected
+
+
 def test_candidate_str_names_line_and_text():
     text = str(extract_candidates("Brand X\nHeight 12.5cm")[0])
     assert text == "12.5 centimetre (line 2: 'Height 12.5cm')"

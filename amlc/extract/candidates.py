@@ -1,7 +1,8 @@
 """Candidates: every "<number> <unit>" mention in an image's OCR lines, with where it stands.
 
 A scan finds number tokens (decimal commas, thousands separators, fractions, mixed fractions,
-unicode fractions, OCR letter-for-digit slips when a unit right after proves it is a number),
+unicode fractions, OCR letter-for-digit slips when a unit after it or a times sign joining it to
+another number proves it is a number),
 reads the unit that follows each (aliases and misspellings, dots and spaces inside), then links
 numbers joined by a range sign (`100-240V`) or a times sign (`10 x 20 x 30 cm`) so the members
 without their own unit take the chain's unit. Lines are joined with newlines, so a number and a
@@ -82,10 +83,14 @@ NUMBER_RE = re.compile(
     rf"|(?P<dec>\d+(?:[.,]\d+)?)"                              # 12, 12.5, 12,5
     rf")(?![\d/])")
 # Digits with O/o/l/I/S slips ('1O0g', 'S00ml', and digit-free 'IOOg', 'ISKG' that start with
-# a 1-like letter), only trusted when a unit follows at once.
-LOOSE_NUMBER_RE = re.compile(r"(?<![A-Za-z0-9.,])(?:[0-9OoIlS]*\d[0-9OoIlS]*|[Il][0-9OoIlS]+)"
-                             r"(?:[.,][0-9OoIlS]+)?")
-_SLIPS = str.maketrans({"O": "0", "o": "0", "I": "1", "l": "1", "S": "5"})
+# a 1-like letter, 'SOOml' that starts with a 5 and 'O.5kg'), only trusted when a unit follows
+# or when a times sign joins them to another number ('(SOx7Scm)'). An 's' after the decimal
+# point is a 5 too ('4.scm'). A times sign may stand right before one ('75x11Ocm').
+LOOSE_NUMBER_RE = re.compile(r"(?:(?<![A-Za-z0-9.,])|(?<=[0-9OIS][xX]))"
+                             r"(?:[0-9OoIlS]*\d[0-9OoIlS]*|[Il][0-9OoIlS]+|S[OI0-9]+|O(?=[.,]))"
+                             r"(?:[.,][0-9OoIlSs]+)?")
+_SLIPS = str.maketrans({"O": "0", "o": "0", "I": "1", "l": "1", "S": "5", "s": "5"})
+SLIP_NUMBER_RE = re.compile(r"(?:[1-9]\d*|0)(?:\.\d+)?")
 RANGE_SEP_RE = re.compile(r"\s*(?:-|–|~|to|TO)\s*")
 TIMES_SEP_RE = re.compile(r"\s*(?:[xX×*]|by)\s*")
 TAG_RE = re.compile(r"\s?\(?([HWDLhwdl])\)?(?![A-Za-z])")
@@ -177,18 +182,36 @@ def find_numbers(text: str) -> list[NumberToken]:
         parsed = _match_value(m)
         if parsed is not None:
             numbers.append(NumberToken(parsed[0], m.start(), m.end(), fraction=parsed[1]))
-    taken = {(n.start, n.end) for n in numbers}
-    for m in LOOSE_NUMBER_RE.finditer(text):
-        word = m.group()
-        if word.isdigit() or (m.start(), m.end()) in taken or not UNIT_RE.match(text, m.end()):
-            continue
-        if word[-1] in "oOlI" and UNIT_RE.match(text, m.end() - 1):
-            continue   # '5l' or '1Oz' read as a unit, not as a slipped digit
-        fixed = word.translate(_SLIPS).replace(",", ".")
-        if re.fullmatch(r"(?:[1-9]\d*|0)(?:\.\d+)?", fixed):
-            numbers = [n for n in numbers if not (m.start() <= n.start < m.end())]
-            numbers.append(NumberToken(Decimal(fixed), m.start(), m.end(), slipped=True))
+    for token in _slipped_numbers(text, numbers):
+        numbers = [n for n in numbers if not (token.start <= n.start < token.end)] + [token]
     return sorted(numbers, key=lambda n: n.start)
+
+
+def _slipped_numbers(text: str, numbers: list[NumberToken]) -> list[NumberToken]:
+    """Words with letters read for digits that a unit or a times-sign chain proves numbers.
+    Read right to left, so a chain member knows whether the number after its sign counts."""
+    starts = {n.start for n in numbers}
+    spans = {(n.start, n.end) for n in numbers}
+    found: list[NumberToken] = []
+    for m in reversed(list(LOOSE_NUMBER_RE.finditer(text))):
+        word = m.group()
+        if word.isdigit() or (m.start(), m.end()) in spans:
+            continue
+        fixed = word.translate(_SLIPS).replace(",", ".")
+        if SLIP_NUMBER_RE.fullmatch(fixed) and _proven_number(text, m, starts | {n.start for n in found}):
+            found.append(NumberToken(Decimal(fixed), m.start(), m.end(), slipped=True))
+    return found
+
+
+def _proven_number(text: str, m: re.Match[str], number_starts: set[int]) -> bool:
+    """A unit touches the word, or a times sign leads from it to another number (a digit-free
+    word must touch its sign too: 'SIX 5cm' is not 51 x 5 cm)."""
+    word, end = m.group(), m.end()
+    if UNIT_RE.match(text, end):
+        return not (word[-1] in "oOlI" and UNIT_RE.match(text, end - 1))   # '5l', '1Oz' are units
+    sign = TIMES_SEP_RE.match(text, end)
+    return bool(sign and sign.end() in number_starts
+                and (any(ch.isdigit() for ch in word) or sign.end() == end + 1))
 
 
 @dataclass
