@@ -114,6 +114,13 @@ def test_slips_in_chains_and_new_slip_shapes(text, expected):
 
 
 @pytest.mark.parametrize("text,expected", [
+    ("4. 5CM (1. 7N)", ["4.5 centimetre", "5 centimetre"]), ('29. 5"', ["29.5 inch", "5 inch"]),
+    ("1. Wash 5 cm", ["5 centimetre"]), ("Step 1. 50 pieces", [])])
+def test_a_blank_after_a_decimal_point_before_a_unit(text, expected):
+    assert found(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
     ("SIX 5cm", ["5 centimetre"]), ("Soll 5l", ["5 litre"]), ("22oll6l", ["6 litre"])])
 def test_slip_words_that_are_not_numbers(text, expected):
     assert found(text) == expected

@@ -1,9 +1,9 @@
 """Candidates: every "<number> <unit>" mention in an image's OCR lines, with where it stands.
 
 A scan finds number tokens (decimal commas, thousands separators, fractions, mixed fractions,
-unicode fractions, OCR letter-for-digit slips when a unit after it or a times sign joining it to
-another number proves it is a number),
-reads the unit that follows each (aliases and misspellings, dots and spaces inside), then links
+unicode fractions, a blank after a decimal point before a unit, OCR letter-for-digit slips when
+a unit after it or a times sign joining it to another number proves it is a number), reads the
+unit that follows each (aliases and misspellings, dots and spaces inside), then links
 numbers joined by a range sign (`100-240V`) or a times sign (`10 x 20 x 30 cm`) so the members
 without their own unit take the chain's unit. Lines are joined with newlines, so a number and a
 unit split across OCR boxes on consecutive lines still meet.
@@ -91,6 +91,8 @@ LOOSE_NUMBER_RE = re.compile(r"(?:(?<![A-Za-z0-9.,])|(?<=[0-9OIS][xX]))"
                              r"(?:[.,][0-9OoIlSs]+)?")
 _SLIPS = str.maketrans({"O": "0", "o": "0", "I": "1", "l": "1", "S": "5", "s": "5"})
 SLIP_NUMBER_RE = re.compile(r"(?:[1-9]\d*|0)(?:\.\d+)?")
+# '4. 5cm': OCR put a blank after a decimal point; a unit right after makes it one number.
+SPACED_DECIMAL_RE = re.compile(r"(?<![\d.,])(\d{1,3})\. (\d{1,2})(?![\d/.,])")
 RANGE_SEP_RE = re.compile(r"\s*(?:-|–|~|to|TO)\s*")
 TIMES_SEP_RE = re.compile(r"\s*(?:[xX×*]|by)\s*")
 TAG_RE = re.compile(r"\s?\(?([HWDLhwdl])\)?(?![A-Za-z])")
@@ -184,7 +186,17 @@ def find_numbers(text: str) -> list[NumberToken]:
             numbers.append(NumberToken(parsed[0], m.start(), m.end(), fraction=parsed[1]))
     for token in _slipped_numbers(text, numbers):
         numbers = [n for n in numbers if not (token.start <= n.start < token.end)] + [token]
+    for token in _spaced_decimals(text):
+        # It replaces its integer part only: some labels read '1. 5g' as 5 g, so '5' stays.
+        numbers = [n for n in numbers if n.start != token.start] + [token]
     return sorted(numbers, key=lambda n: n.start)
+
+
+def _spaced_decimals(text: str) -> list[NumberToken]:
+    """'4. 5cm' as 4.5, marked as a slip; only before a unit, where a blank after a decimal
+    point is an OCR gap rather than the end of a sentence."""
+    return [NumberToken(Decimal(f"{m.group(1)}.{m.group(2)}"), m.start(), m.end(), slipped=True)
+            for m in SPACED_DECIMAL_RE.finditer(text) if read_unit(text, m.end())]
 
 
 def _slipped_numbers(text: str, numbers: list[NumberToken]) -> list[NumberToken]:
