@@ -21,7 +21,7 @@ import numpy as np
 from .base import GPU_IMAGE_BATCH, GPU_REC_BATCH, MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
 from .models import Device, paddle_model_dirs
 from .preprocess import Prepared, Preprocess, prepare_all, to_original
-from .reread import joined, reread
+from .reread import joined, second_pass
 
 
 class PaddleOcrEngine:
@@ -79,11 +79,9 @@ class PaddleOcrEngine:
             OcrLine(str(text), round(float(score), 5), to_original(np.asarray(poly).tolist(), prepared))
             for text, score, poly in zip(out["rec_texts"], out["rec_scores"], out["rec_polys"])
         ]
-        if prepared.original is not None:
-            start, pre = time.perf_counter(), self.preprocess
-            lines = reread(lines, prepared.original, pre.reread_below or 0.0, pre.reread_scale,
-                           self._read_crops)
-            seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        lines = second_pass(lines, prepared, self.preprocess, self._read_crops)
+        seconds += time.perf_counter() - start
         return OcrResult(lines, self.name, prepared.record, seconds)
 
     def _read_crops(self, crops: Sequence[Any]) -> list[tuple[str, float]]:

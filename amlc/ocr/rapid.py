@@ -9,7 +9,7 @@ from .base import GPU_REC_BATCH, MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
 from .models import (DET_BOX_THRESH, DET_MEAN, DET_STD, DET_THRESH, DET_UNCLIP_RATIO, Device,
                      wheel_dir, wheel_model)
 from .preprocess import Prepared, Preprocess, prepare_all, to_original
-from .reread import joined, reread
+from .reread import joined, second_pass
 
 
 class RapidOcrEngine:
@@ -39,10 +39,7 @@ class RapidOcrEngine:
         if out.txts:  # None when nothing was detected
             for text, score, box in zip(out.txts, out.scores, out.boxes):
                 lines.append(OcrLine(text, round(float(score), 5), to_original(box, prepared)))
-        if prepared.original is not None:
-            pre = self.preprocess
-            lines = reread(lines, prepared.original, pre.reread_below or 0.0, pre.reread_scale,
-                           self._read_crops)
+        lines = second_pass(lines, prepared, self.preprocess, self._read_crops)
         return OcrResult(lines, self.name, prepared.record, time.perf_counter() - start)
 
     def _read_crops(self, crops: Sequence[Any]) -> list[tuple[str, float]]:

@@ -5,8 +5,8 @@ The first pass reads a shrunken image (Preprocess.max_side), where small print s
 and was read below `Preprocess.reread_below` is cut out of the full-size image with a margin,
 upscaled `reread_scale` times and read again with detection (which also splits or joins what the
 first pass boxed wrongly); the new reading replaces the line where it is more confident. On the
-labelled photos (bench/second_pass.py, train half) this put the true number into the text of
-0.8% more rows for 3% more OCR time.
+labelled photos' train half through `amlc run` (bench/photos.py) this put the true number into
+the text of 90.3% of rows instead of 89.5%, for 6% more engine time.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .base import OcrLine
+from .preprocess import Prepared, Preprocess
 
 DIGIT = re.compile(r"\d")
 MARGIN = 0.3  # of the line's height, added on every side of the crop
@@ -54,6 +55,14 @@ def reread(lines: Sequence[OcrLine], image: Image.Image, below: float, scale: fl
         if text and confidence > lines[i].confidence:
             out[i] = OcrLine(text, round(confidence, 5), lines[i].box)
     return out
+
+
+def second_pass(lines: Sequence[OcrLine], prepared: Prepared, pre: Preprocess,
+                read_crops: CropReader) -> list[OcrLine]:
+    """What an engine does after its first pass: reread `lines` where `pre` asks for it."""
+    if prepared.original is None or pre.reread_below is None:
+        return list(lines)
+    return reread(lines, prepared.original, pre.reread_below, pre.reread_scale, read_crops)
 
 
 def joined(texts: Sequence[str], scores: Sequence[float]) -> tuple[str, float]:
