@@ -198,6 +198,13 @@ def cross_validate(rows: Sequence[TextRow], priors: Priors, folds: int = 5, repe
     return (score(s for photo, s in scored if not photo), score(s for photo, s in scored if photo))
 
 
+def fitted_extractor(rows: Sequence[TextRow], priors: Priors) -> Extractor:
+    """A ranker fitted on `rows`, with its fitted score for 'none'."""
+    design = build_design(rows, priors)
+    weights = fit_weights(design)
+    return Extractor(Model(weights, none_score=fit_none_score(weights, design)), priors)
+
+
 @dataclass
 class OutOfFold:
     """Rankers each fitted without one fold of the training rows (folds by image hash): a
@@ -215,12 +222,8 @@ class OutOfFold:
 def out_of_fold(rows: Sequence[TextRow], priors: Priors | None = None, folds: int = 5) -> OutOfFold:
     priors = priors or held_out_priors()
     assignment = [fold_of(row, folds, OOF_SEED) for row in rows]
-    extractors = []
-    for k in range(folds):
-        design = build_design([row for row, f in zip(rows, assignment) if f != k], priors)
-        weights = fit_weights(design)
-        extractors.append(Extractor(Model(weights, none_score=fit_none_score(weights, design)), priors))
-    return OutOfFold(extractors)
+    return OutOfFold([fitted_extractor([row for row, f in zip(rows, assignment) if f != k], priors)
+                      for k in range(folds)])
 
 
 def train(labeled: Path = OCR_LABELED, photos_store: Path | None = None, train_csv: Path = TRAIN_CSV,
@@ -228,10 +231,7 @@ def train(labeled: Path = OCR_LABELED, photos_store: Path | None = None, train_c
     priors = held_out_priors(train_csv)
     train_half = training_rows(labeled, photos_store)
     fit_rows, tune_rows = split_rows(train_half, seed=TUNE_SEED, val_fraction=0.3)
-    fit_design = build_design(fit_rows, priors)
-    fit_w = fit_weights(fit_design)
-    extractor = Extractor(Model(fit_w, none_score=fit_none_score(fit_w, fit_design)), priors)
-    thresholds = tune_thresholds(extractor, tune_rows, blank_rates or {})
+    thresholds = tune_thresholds(fitted_extractor(fit_rows, priors), tune_rows, blank_rates or {})
     design = build_design(train_half, priors)       # refit on the whole train half
     weights = fit_weights(design)
     none_score = fit_none_score(weights, design)
