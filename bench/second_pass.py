@@ -30,6 +30,7 @@ from amlc.ocr import load_engine  # noqa: E402
 from amlc.ocr.preprocess import decode  # noqa: E402
 from amlc.ocr.reread import joined, reread, weak_number_lines  # noqa: E402
 
+
 def second_pass(rows: list[TextRow], photos: Path, below: float, scale: float,
                 detect: bool) -> tuple[dict[str, str], int, float]:
     """New text per image link, lines re-read, seconds spent: amlc.ocr.reread on stored lines,
