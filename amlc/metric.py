@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterable
 
-from .units import AnswerError, parse_label, parse_prediction
+from .units import DIMENSIONS, AnswerError, parse_label, parse_prediction, same_quantity
 
 # Rows per entity in the official test.csv (131,187 rows; counted with
 # `cut -d, -f4 ../shared/data/test.csv | sort | uniq -c`, as SPEC.md lists them). Embedded so the
@@ -94,14 +94,22 @@ class Report:
             numeric, strict = numeric + num.scaled(weight), strict + st.scaled(weight)
         return numeric, strict
 
+    def mix_coverage(self, mix: dict[str, int] = TEST_MIX) -> tuple[float, list[str]]:
+        """(share of the mix's rows whose entity is present here, the entities absent): a
+        weighted figure speaks only for the entities it saw."""
+        present = sum(count for entity, count in mix.items() if entity in self.per_entity)
+        return present / sum(mix.values()), sorted(e for e in mix if e not in self.per_entity)
+
     def as_dict(self) -> dict:
         w_numeric, w_strict = self.weighted()
+        share, absent = self.mix_coverage()
         return {
             "numeric": self.numeric.as_dict(),
             "strict": self.strict.as_dict(),
             "weighted": {"numeric": w_numeric.as_dict(), "strict": w_strict.as_dict(),
                          "mix": "test.csv entity counts",
-                         "entities": sorted(e for e in self.per_entity if e in TEST_MIX)},
+                         "entities": sorted(e for e in self.per_entity if e in TEST_MIX),
+                         "mix_share": share, "absent": absent},
             "per_entity": {e: {"numeric": n.as_dict(), "strict": s.as_dict()}
                            for e, (n, s) in sorted(self.per_entity.items())},
             "errors": dict(self.errors.most_common()),
@@ -140,12 +148,25 @@ def classify_error(entity: str, truth: str, pred: str) -> str | None:
     return "wrong unit" if got[1] != want[1] else "wrong value"
 
 
+SAME_QUANTITY = "the right quantity in another unit"   # '16 centimetre' for a label's '6.2 inch'
+
+
+def error_kind(entity: str, truth: str, pred: str) -> str | None:
+    """classify_error, with 'wrong unit' told apart into the same quantity in another unit
+    (the label wrote the other of '6.2 in / 16 cm') and another quantity altogether."""
+    error = classify_error(entity, truth, pred)
+    if error != "wrong unit":
+        return error
+    (got, got_unit), (want, want_unit) = _prediction_value(pred, entity), _truth_value(truth, entity)
+    return SAME_QUANTITY if same_quantity(want, want_unit, got, got_unit) else "wrong unit"
+
+
 def score(rows: Iterable[tuple[str, str, str]]) -> Report:
     """Score (entity, truth, prediction) rows; empty strings are blanks."""
     report = Report()
     for entity, truth, pred in rows:
         truth, pred = truth.strip(), pred.strip()
-        error = classify_error(entity, truth, pred)
+        error = error_kind(entity, truth, pred)
         numeric, strict = report.per_entity.setdefault(entity, (Counts(), Counts()))
         for counts in (report.numeric, numeric):
             counts.add(truth, pred, error is None)
@@ -162,11 +183,20 @@ def format_report(report: Report) -> str:
     """A plain-text table: P/R/F1 numeric and strict, overall and per entity, then the errors."""
     head = f"{'entity':32} {'n':>6} {'P':>6} {'R':>6} {'F1':>6} {'F1 strict':>9}"
     lines = [head, "-" * len(head)]
-    totals = [("all", (report.numeric, report.strict)), ("all, weighted to the test mix", report.weighted())]
-    for entity, (num, strict) in sorted(report.per_entity.items()) + totals:
-        n = report.numeric.n if entity.startswith("all") else num.n   # rows, not weights
-        lines.append(f"{entity:32} {n:>6} {num.precision:>6.3f} {num.recall:>6.3f} "
+    rows = sorted(report.per_entity.items()) + [("all", (report.numeric, report.strict))]
+    for entity, (num, strict) in rows:
+        lines.append(f"{entity:32} {num.n:>6} {num.precision:>6.3f} {num.recall:>6.3f} "
                      f"{num.f1:>6.3f} {strict.f1:>9.3f}")
+    num, strict = report.weighted()
+    dimensions = [report.per_entity[e][0] for e in DIMENSIONS if e in report.per_entity]
+    if dimensions:
+        dims = sum(dimensions, Counts())
+        lines.insert(-1, f"{'width/height/depth':32} {dims.n:>6} {dims.precision:>6.3f} "
+                         f"{dims.recall:>6.3f} {dims.f1:>6.3f} {'':>9}")
+    share, absent = report.mix_coverage()
+    coverage = f"  over {share:.0%} of the test mix; absent: {', '.join(absent)}" if absent else ""
+    lines.append(f"{'all, weighted to the test mix':32} {report.numeric.n:>6} {num.precision:>6.3f} "
+                 f"{num.recall:>6.3f} {num.f1:>6.3f} {strict.f1:>9.3f}{coverage}")
     if report.errors:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in report.errors.most_common()))
     return "\n".join(lines)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from amlc.metric import TEST_MIX, classify_error, format_report, score
+from amlc.metric import SAME_QUANTITY, TEST_MIX, classify_error, error_kind, format_report, score
 from store_helpers import add_predictions, amlc, amlc_json, query, write_csv
 
 
@@ -54,6 +54,37 @@ def test_report_lists_every_entity_the_total_and_the_test_mix():
     lines = text.splitlines()
     assert "width" in text and "voltage" in text
     assert lines[-3].startswith("all ") and lines[-2].startswith("all, weighted to the test mix")
+
+
+def test_the_same_quantity_in_another_unit_is_its_own_kind_of_error():
+    assert error_kind("width", "6.2 inch", "16 centimetre") == SAME_QUANTITY     # 15.75 cm: within 4%
+    assert error_kind("width", "20.0 inch", "50.8 centimetre") == SAME_QUANTITY
+    assert error_kind("width", "6.2 inch", "6.2 centimetre") == "wrong unit"
+    assert error_kind("item_weight", "2 ounce", "56.7 gram") == SAME_QUANTITY
+    assert error_kind("width", "6.2 inch", "7 inch") == "wrong value"
+    assert error_kind("width", "6.2 inch", "") == "blank"
+    assert score([("width", "6.2 inch", "16 centimetre")]).errors == {SAME_QUANTITY: 1}
+
+
+def test_report_names_the_entities_its_test_mix_figure_leaves_out():
+    report = score([("item_weight", "5 gram", "5 gram"), ("voltage", "5 volt", "")])
+    share, absent = report.mix_coverage()
+    assert absent == ["depth", "height", "item_volume", "maximum_weight_recommendation", "wattage", "width"]
+    assert share == pytest.approx((TEST_MIX["item_weight"] + TEST_MIX["voltage"]) / 131_187)
+    weighted = format_report(report).splitlines()[-2]
+    assert weighted.endswith("over 21% of the test mix; absent: depth, height, item_volume, "
+                             "maximum_weight_recommendation, wattage, width")
+    assert report.as_dict()["weighted"]["absent"] == absent
+    everything = score([(e, "", "") for e in TEST_MIX])
+    assert everything.mix_coverage() == (1.0, [])
+    assert "absent" not in format_report(everything)
+
+
+def test_report_gives_the_dimensions_together():
+    text = format_report(score([("width", "1 inch", "1 inch"), ("height", "2 inch", "5 inch"),
+                                ("item_weight", "5 gram", "")]))
+    row = next(line for line in text.splitlines() if line.startswith("width/height/depth"))
+    assert row.split()[1:5] == ["2", "0.500", "1.000", "0.667"]
 
 
 def test_strict_compares_the_label_as_written():

@@ -17,15 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterable
 
-from ..units import Answer, AnswerError, parse_label
-
-# How many base units (gram, millimetre, millilitre, volt, watt) one unit is; for ranking sizes.
-SCALE = {"centimetre": 10, "foot": 304.8, "inch": 25.4, "metre": 1000, "millimetre": 1, "yard": 914.4,
-         "gram": 1, "kilogram": 1000, "microgram": 1e-6, "milligram": 1e-3, "ounce": 28.35,
-         "pound": 453.6, "ton": 1e6, "kilovolt": 1000, "millivolt": 1e-3, "volt": 1,
-         "kilowatt": 1000, "watt": 1, "centilitre": 10, "cubic foot": 28317, "cubic inch": 16.39,
-         "cup": 240, "decilitre": 100, "fluid ounce": 29.57, "gallon": 3785, "imperial gallon": 4546,
-         "litre": 1000, "microlitre": 1e-3, "millilitre": 1, "pint": 473, "quart": 946}
+from ..units import DIMENSIONS, SCALE, Answer, AnswerError, parse_label
 
 LOG_BIN = 0.25          # width of a log10(value) bin: a quarter decade
 LOG_MIN, LOG_MAX = -3.0, 6.0
@@ -34,7 +26,6 @@ FORM_SMOOTHING = 2.0    # the same for the number form: a group's own habit deci
                         # group's labels were written in runs of one form)
 ORDER_SMOOTHING = 5.0   # the same for which dimension is the larger
 WHOLE_RE = re.compile(r"^\s*-?\d+(\.0+)?\s")   # a whole number, written bare or with '.0'
-DIMENSIONS = ("height", "width", "depth")
 
 
 def value_bin(value: Decimal) -> int:
