@@ -21,7 +21,8 @@ from amlc.extract.baseline import naive_prediction, truth_in_text
 from amlc.extract.choose import Extractor
 from amlc.extract.data import SHARED_DATA, read_text_rows
 from amlc.extract.evaluate import evaluate, extractor_fn
-from amlc.extract.train import cross_validate, held_out_priors, training_rows
+from amlc.extract.cv import cross_validate, summary
+from amlc.extract.train import held_out_priors, training_rows
 from amlc.metric import Report
 
 
@@ -67,18 +68,12 @@ def main() -> None:
 
 def _print_cv(data: Path, repeats: int, photos_store: Path | None) -> None:
     """Train-half CV, fitting on 4/5 of it per fold: a little below what the shipped model
-    (fitted on all of it) would score, and independent of the validation halves."""
+    (fitted on all of it) would score, and independent of the validation halves
+    (`python -m amlc.extract.cv` with more sources and options)."""
     rows = training_rows(data / "ocr_labeled.csv", photos_store)
     priors = held_out_priors(data / "train.csv", (data / "ocr_labeled.csv", data / "photos.csv"))
-    reports = cross_validate(rows, priors, folds=5, repeats=repeats)
-    for name, report in zip(("ocr_labeled.csv text", "photos' PP-OCR lines"), reports):
-        if not report.per_entity:
-            continue
-        per_entity = " ".join(f"{e}={n.f1:.3f}" for e, (n, _) in sorted(report.per_entity.items()))
-        weighted, _ = report.weighted()
-        print(f"5-fold CV on the train half, {name} ({round(report.numeric.n / repeats)} rows, {repeats} "
-              f"repeats): F1 {report.f1:.3f} (strict {report.strict.f1:.3f}, test-mix weighted "
-              f"{weighted.f1:.3f}); {per_entity}")
+    print(f"5-fold CV on the train halves, {repeats} repeats:")
+    print("\n".join(summary(cross_validate(rows, priors, folds=5, repeats=repeats), repeats)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Real labelled photos through the whole pipeline, per OCR setting: the ceiling, the time, the F1.
 
-    python bench/photos.py [--work /work/cache/accuracy] [--settings 1280,original,1280-autocontrast]
-                           [--baseline 20] [--second-pass]
+    python bench/photos.py [--work amlc-work/accuracy] [--settings 1280,original,1280-autocontrast]
+                           [--baseline 20] [--second-pass] [--dim]
 
 photos.csv (../shared/data) is split by a hash of each image link into a train half (what the
 ranker may learn from) and a validation half (only ever scored), written as photos-train.csv and
@@ -42,9 +42,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from amlc.extract.baseline import truth_in_text  # noqa: E402
-from amlc.extract.data import PHOTOS_CSV, SHARED_DATA, TextRow, in_validation, read_store_rows  # noqa: E402
+from amlc.extract.data import (DIM_PHOTOS_CSV, DIM_PHOTOS_SPLIT, PHOTOS_CSV, SHARED_DATA, TextRow,  # noqa: E402
+                               in_validation, read_store_rows)
 
 PHOTOS = SHARED_DATA / "photos"
+DIM_PHOTOS = SHARED_DATA / "dim_photos"
 HALVES = {"photos-train": False, "photos-val": True}   # split name -> is the validation half
 SETTINGS: dict[str, list[str]] = {
     "1280": ["--ocr-max-side", "1280"],
@@ -101,9 +103,11 @@ def re_extract(workdir: Path) -> None:
     amlc(workdir, "run", "--stages", "extract", "--exit-when-done", "--no-dashboard")
 
 
-def run_setting(work: Path, name: str, halves: dict[str, Path], nice: int) -> dict:
-    """Ingest and run once; the timing of that run is kept beside the store."""
-    workdir = work / name
+def run_setting(work: Path, name: str, halves: dict[str, Path], nice: int, images: Path = PHOTOS,
+                folder: str = "") -> dict:
+    """Ingest and run once into WORK/<folder or setting>; the timing of that run is kept beside
+    the store."""
+    workdir = work / (folder or name)
     timing = workdir / "bench-run.json"
     if ocr_done(workdir) and timing.exists():
         return json.loads(timing.read_text())
@@ -112,7 +116,7 @@ def run_setting(work: Path, name: str, halves: dict[str, Path], nice: int) -> di
         amlc(workdir, "ingest", str(path), "--split", split)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    amlc(workdir, "run", "--local-images", str(PHOTOS), "--exit-when-done", "--no-dashboard",
+    amlc(workdir, "run", "--local-images", str(images), "--exit-when-done", "--no-dashboard",
          "--ocr-workers", "1", *SETTINGS[name], nice=nice)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     record = {"wall_s": time.perf_counter() - start,
@@ -230,7 +234,7 @@ def write_fixture(workdir: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("/work/cache/accuracy"))
+    parser.add_argument("--work", type=Path, default=Path("amlc-work/accuracy"))
     parser.add_argument("--settings", default="1280,original,1280-autocontrast")
     parser.add_argument("--baseline", type=int, default=20, help="photos timed in a bare loop (0: skip)")
     parser.add_argument("--nice", type=int, default=5)
@@ -240,6 +244,9 @@ def main() -> None:
                         help="train: ingest and OCR only the train half (enough to choose a setting on)")
     parser.add_argument("--limit", type=int, default=0,
                         help="only each half's first N images (for settings too slow for all on a busy machine)")
+    parser.add_argument("--dim", action="store_true",
+                        help=f"also read dim_photos.csv (split {DIM_PHOTOS_SPLIT}) into WORK/<setting>-dim, the "
+                             "store that `python -m amlc.extract.cv --dim-store` scores by cross-validation")
     parser.add_argument("--re-extract", action="store_true",
                         help="answer each cached setting's OCR again with the current rules before scoring")
     args = parser.parse_args()
@@ -251,6 +258,8 @@ def main() -> None:
     timings = {}
     for name in names:
         timings[name] = run_setting(args.work, name, halves, args.nice)
+        if args.dim:
+            run_setting(args.work, name, {DIM_PHOTOS_SPLIT: DIM_PHOTOS_CSV}, args.nice, DIM_PHOTOS, f"{name}-dim")
         if args.re_extract:
             re_extract(args.work / name)
         print(f"{name}: OCR done", file=sys.stderr)

@@ -305,13 +305,16 @@ def test_folds_are_stable_and_keep_images_together():
 
 @needs_data
 def test_cross_validation_scores_every_row_once_per_repeat():
-    from amlc.extract.train import cross_validate
+    from amlc.extract.cv import by_source, cross_validate, report_of
     from amlc.extract.choose import load_priors, DEFAULT_PRIORS
     rows = split_rows(read_text_rows(OCR_LABELED))[0][:60]
-    text, photos = cross_validate(rows, load_priors(DEFAULT_PRIORS), folds=3, repeats=2)
-    counts = text.numeric
-    assert photos.numeric.n == 0
-    assert counts.tp + counts.fp + counts.fn + counts.tn == 120 and text.f1 > 0.3
+    answered = cross_validate(rows, load_priors(DEFAULT_PRIORS), folds=3, repeats=2)
+    assert sorted(id(a.row) for a in answered) == sorted(id(r) for r in rows for _ in range(2))
+    assert list(by_source(answered)) == ["text"]
+    report = report_of(answered)
+    assert report.numeric.n == 120 and report.f1 > 0.3
+    again = cross_validate(rows, load_priors(DEFAULT_PRIORS), folds=3, repeats=2)
+    assert [a.prediction.text() for a in again] == [a.prediction.text() for a in answered]
 
 
 @needs_data

@@ -21,6 +21,8 @@ SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 OCR_LABELED = SHARED_DATA / "ocr_labeled.csv"
 TRAIN_CSV = SHARED_DATA / "train.csv"
 PHOTOS_CSV = SHARED_DATA / "photos.csv"
+DIM_PHOTOS_CSV = SHARED_DATA / "dim_photos.csv"
+DIM_PHOTOS_SPLIT = "dim-photos"   # the split dim_photos.csv is ingested as (bench/photos.py --dim)
 
 Row = TypeVar("Row")
 
@@ -35,6 +37,7 @@ class TextRow:
     group_id: str = ""
     image_link: str = ""
     lines: tuple[OcrLine, ...] | None = None   # the OCR lines with boxes, when read from a store
+    source: str = "text"   # where the row came from: 'text' (a labelled OCR file) or a store's split
 
     @property
     def ocr(self) -> str | Sequence[OcrLine]:
@@ -56,7 +59,7 @@ def read_text_rows(path: str | Path) -> list[TextRow]:
 
 
 STORE_ROWS_SQL = """
-SELECT s.entity, s.raw_label, s.group_id, i.link, o.lines FROM samples s
+SELECT s.entity, s.raw_label, s.group_id, i.link, o.lines, s.split FROM samples s
 JOIN images i ON i.id = s.image_id
 JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
 WHERE s.raw_label IS NOT NULL AND s.label_error IS NULL {where} ORDER BY s.split, s.idx
@@ -70,9 +73,9 @@ def read_store_rows(store: str | Path, engine: str = "rapidocr", splits: Sequenc
     with closing(sqlite3.connect(f"file:{Path(store).resolve()}?mode=ro", uri=True)) as conn:
         found = conn.execute(STORE_ROWS_SQL.format(where=where), (engine, *splits)).fetchall()
     rows = []
-    for entity, label, group, link, lines_json in found:
+    for entity, label, group, link, lines_json, split in found:
         result = OcrResult.from_json(lines_json)
-        rows.append(TextRow(entity, result.text(), label, group, link, tuple(result.lines)))
+        rows.append(TextRow(entity, result.text(), label, group, link, tuple(result.lines), split))
     return rows
 
 

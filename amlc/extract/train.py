@@ -6,7 +6,8 @@ own priors).
 model.json: weights of a conditional-logit ranker (softmax over a row's candidates plus 'none')
 fitted with numpy on the train halves of ocr_labeled.csv (OCR text) and of the labelled photos
 as `amlc run` read them (PP-OCRv6 lines with boxes, from the store S of a work folder into which
-bench/photos.py ingested photos.csv), and per-entity abstention thresholds tuned on a held-out
+bench/photos.py ingested photos.csv), every dim_photos row (store D, `--dim-store`: the only
+width/height/depth rows with boxes, scored by `python -m amlc.extract.cv` out of fold), and per-entity abstention thresholds tuned on a held-out
 part of those train halves. The validation halves are never read here.
 """
 
@@ -23,9 +24,9 @@ import numpy as np
 
 from ..units import ENTITIES, AnswerError, parse_label
 from .choose import DEFAULT_MODEL, DEFAULT_PRIORS, RULE_WEIGHTS, Extractor, Model
-from ..metric import Report, classify_error, score
-from .data import (OCR_LABELED, PHOTOS_CSV, TRAIN_CSV, TextRow, fold_of, read_store_rows,
-                   read_text_rows, split_rows)
+from ..metric import classify_error
+from .data import (DIM_PHOTOS_SPLIT, OCR_LABELED, PHOTOS_CSV, TRAIN_CSV, TextRow, fold_of,
+                   read_store_rows, read_text_rows, split_rows)
 from .features import entity_candidates, featurize
 from .priors import Priors
 
@@ -53,11 +54,15 @@ def held_out_priors(train_csv: Path = TRAIN_CSV, held: Sequence[Path] = (OCR_LAB
     return Priors.from_csv(train_csv, image_links(*held))
 
 
-def training_rows(labeled: Path = OCR_LABELED, photos_store: Path | None = None) -> list[TextRow]:
-    """The train halves: ocr_labeled.csv's text rows, then the photos' rows with their lines."""
+def training_rows(labeled: Path = OCR_LABELED, photos_store: Path | None = None,
+                  dim_store: Path | None = None) -> list[TextRow]:
+    """The train halves of ocr_labeled.csv's text rows and of the photos' rows with their lines,
+    and every dim_photos row (too few to halve: they are scored by cross-validation only)."""
     rows = split_rows(read_text_rows(labeled))[0]
     if photos_store is not None:
         rows += split_rows(read_store_rows(photos_store))[0]
+    if dim_store is not None:
+        rows += read_store_rows(dim_store)
     return rows
 
 
@@ -181,23 +186,6 @@ def predict_rows(extractor: Extractor, rows: Sequence[TextRow]) -> list[tuple[st
     return [(r.entity, r.truth, extractor.predict(r.entity, r.ocr, r.group_id or None).text()) for r in rows]
 
 
-def cross_validate(rows: Sequence[TextRow], priors: Priors, folds: int = 5, repeats: int = 1,
-                   photo_weight: float = PHOTO_WEIGHT) -> tuple[Report, Report]:
-    """k-fold cross-validation: each row predicted by weights fitted on the other folds (folds
-    by image hash, a fresh assignment per repeat; every prediction pooled). Returns the reports
-    of the text rows and of the photo rows (those with boxes). This is how features and
-    settings are chosen without reading the validation halves."""
-    scored: list[tuple[bool, tuple[str, str, str]]] = []
-    for repeat in range(repeats):
-        assignment = [fold_of(row, folds, repeat) for row in rows]
-        for k in range(folds):
-            fit = [row for row, f in zip(rows, assignment) if f != k]
-            extractor = Extractor(Model(fit_weights(build_design(fit, priors, photo_weight))), priors)
-            held = [row for row, f in zip(rows, assignment) if f == k]
-            scored += zip((r.from_store for r in held), predict_rows(extractor, held))
-    return (score(s for photo, s in scored if not photo), score(s for photo, s in scored if photo))
-
-
 def fitted_extractor(rows: Sequence[TextRow], priors: Priors) -> Extractor:
     """A ranker fitted on `rows`, with its fitted score for 'none'."""
     design = build_design(rows, priors)
@@ -227,9 +215,9 @@ def out_of_fold(rows: Sequence[TextRow], priors: Priors | None = None, folds: in
 
 
 def train(labeled: Path = OCR_LABELED, photos_store: Path | None = None, train_csv: Path = TRAIN_CSV,
-          blank_rates: dict[str, float] | None = None) -> tuple[Model, Priors]:
+          blank_rates: dict[str, float] | None = None, dim_store: Path | None = None) -> tuple[Model, Priors]:
     priors = held_out_priors(train_csv)
-    train_half = training_rows(labeled, photos_store)
+    train_half = training_rows(labeled, photos_store, dim_store)
     fit_rows, tune_rows = split_rows(train_half, seed=TUNE_SEED, val_fraction=0.3)
     thresholds = tune_thresholds(fitted_extractor(fit_rows, priors), tune_rows, blank_rates or {})
     design = build_design(train_half, priors)       # refit on the whole train half
@@ -237,6 +225,7 @@ def train(labeled: Path = OCR_LABELED, photos_store: Path | None = None, train_c
     none_score = fit_none_score(weights, design)
     photo_rows = sum(r.from_store for r in train_half)
     meta = {"train_rows": len(train_half), "photo_rows": photo_rows, "text_rows": len(train_half) - photo_rows,
+            "dim_photo_rows": sum(r.source == DIM_PHOTOS_SPLIT for r in train_half),
             "blank_rates": blank_rates or {}, "built_by": "python -m amlc.extract.train"}
     return Model(weights, thresholds, meta, none_score), priors
 
@@ -247,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--photos-store", type=Path, default=None,
                         help="amlc.db of a work folder holding the labelled photos, OCR'd by amlc run "
                              "(bench/photos.py makes one); its train half is learned from")
+    parser.add_argument("--dim-store", type=Path, default=None,
+                        help="amlc.db of a work folder holding dim_photos.csv's rows (split "
+                             f"{DIM_PHOTOS_SPLIT!r}), OCR'd by amlc run; all of them are learned from")
     parser.add_argument("--train-csv", type=Path, default=TRAIN_CSV)
     parser.add_argument("--blank-rate", action="append", default=[], metavar="ENTITY=RATE",
                         help="expected share of empty truths for an entity (repeatable); default 0")
@@ -254,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--priors", type=Path, default=DEFAULT_PRIORS)
     args = parser.parse_args(argv)
     rates = {k: float(v) for k, v in (item.split("=", 1) for item in args.blank_rate)}
-    model, priors = train(args.labeled, args.photos_store, args.train_csv, rates)
+    model, priors = train(args.labeled, args.photos_store, args.train_csv, rates, args.dim_store)
     args.priors.write_text(json.dumps(priors.to_json(), separators=(",", ":")), encoding="utf-8")
     args.model.write_text(json.dumps(model.to_json(), indent=1, sort_keys=True), encoding="utf-8")
     print(f"wrote {args.model} ({len(model.weights)} weights; {model.meta['text_rows']} text rows, "
