@@ -43,3 +43,28 @@ def encode(img: Image.Image, fmt: str = "PNG") -> bytes:
 def real_images(n: int, stride: int = 1) -> list[Path]:
     """A fixed, spread-out sample of the real test images (sorted by name, every `stride`-th)."""
     return sorted(TEST_IMAGES.glob("*.jpg"))[::stride][:n]
+
+
+def render_diagram(height: str, width: str, size: tuple[int, int] = (900, 900), font_size: int = 44) -> bytes:
+    """A product drawing as listings print one: a box with a vertical arrow at its left edge
+    labelled `height` in text turned 90 degrees, and a horizontal arrow below it labelled `width`."""
+    img = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=font_size)
+    left, top, right, bottom = 300, 150, 700, 650
+    draw.rectangle((left, top, right, bottom), outline=(40, 40, 40), width=6)
+    arrow_x, arrow_y = left - 60, bottom + 60
+    draw.line((arrow_x, top, arrow_x, bottom), fill=(0, 0, 0), width=4)
+    draw.line((left, arrow_y, right, arrow_y), fill=(0, 0, 0), width=4)
+    for x, y in ((arrow_x, top), (arrow_x, bottom)):
+        draw.line((x - 15, y, x + 15, y), fill=(0, 0, 0), width=4)
+    for x, y in ((left, arrow_y), (right, arrow_y)):
+        draw.line((x, y - 15, x, y + 15), fill=(0, 0, 0), width=4)
+    # the height's label, written along the arrow and turned to read bottom to top
+    label = Image.new("RGB", (int(draw.textlength(height, font=font)) + 20, font_size + 20), (255, 255, 255))
+    ImageDraw.Draw(label).text((10, 5), height, font=font, fill=(20, 20, 20))
+    turned = label.rotate(90, expand=True)
+    img.paste(turned, (arrow_x - turned.width - 10, (top + bottom - turned.height) // 2))
+    text_width = draw.textlength(width, font=font)
+    draw.text(((left + right - text_width) / 2, arrow_y + 15), width, font=font, fill=(20, 20, 20))
+    return encode(img)

@@ -411,3 +411,30 @@ def test_near_lines_find_a_keyword_printed_above_the_number():
              OcrLine("300g", 0.99, box(110, 125, 170, 145))]
     (cand,) = extract_candidates(lines)
     assert cand.near_lines == ("NET WT",)
+
+
+def test_a_length_in_two_units_takes_the_unit_its_layout_habit_says():
+    """'5.3 in' printed over '13 cm' on a photo (a dimension drawing's habit: the label took the
+    inches) and the same words in running text (the labelled text's habit: centimetres)."""
+    from amlc.ocr.base import OcrLine
+    above, below = ((300, 300), (360, 300), (360, 320), (300, 320)), ((300, 322), (355, 322), (355, 342), (300, 342))
+    photo = [OcrLine("5.3 in", 0.99, above), OcrLine("13 cm", 0.99, below)]
+    extractor = Extractor.load()
+    assert extractor.predict("height", photo).text() == "5.3 inch"
+    assert extractor.predict("height", "5.3 in 13 cm").text() == "13.0 centimetre"
+
+
+@pytest.mark.parametrize("height,width", [("25 cm", "40 cm"), ("12 in", "30 in")])
+def test_a_drawing_reads_its_upright_length_as_the_height_and_the_bottom_one_as_the_width(tmp_path, height, width):
+    """Real OCR of a rendered drawing whose height is the smaller length: only the layout (the
+    upright, turned text at the side; the text along the bottom edge) tells which is which."""
+    from amlc.ocr import load_engine
+    from images import render_diagram
+    path = tmp_path / "drawing.png"
+    path.write_bytes(render_diagram(height, width))
+    lines = load_engine("rapidocr").read([path])[0].lines
+    assert sorted(line.text for line in lines) == sorted([height, width])
+    extractor = Extractor.load()
+    for entity, written in (("height", height), ("width", width)):
+        value, unit = written.split()
+        assert extractor.predict(entity, lines).text() == f"{value}.0 {'centimetre' if unit == 'cm' else 'inch'}"

@@ -6,9 +6,11 @@ never seen in training simply weighs nothing. Names ending in ':<entity>' are en
 
 Beside the words and numbers around a mention, two habits of the labels are features: which of
 two equal quantities in different units the label takes ('6.2 in / 16 cm': pair_*, from the
-group's unit shares, the order, the print size and the rest of the label's unit system), and
-which dimension is the larger in the product group (order_habit, from train.csv's images
-labelled with two dimensions).
+group's unit shares, the order, the print size and the rest of the label's unit system; on a
+photo these habits have weights of their own, '@photo'), which dimension is the larger in the
+product group (order_habit, from train.csv's images labelled with two dimensions), and which
+dimension a length's place on a drawing suggests (place_role_*: upright at the side, the height;
+along the bottom, the width).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from ..units import ENTITY_UNITS
+from ..units import DIMENSIONS, ENTITY_UNITS, EQUIVALENT, SCALE
 from .candidates import AMBIGUOUS_UNITS, QUOTE_UNITS, Candidate, bare_candidates, extract_candidates
-from .priors import SCALE, Priors
+from .priors import Priors
 
 KEYWORDS: dict[str, str] = {
     "item_weight": r"net\.?\s*w(?:eigh)?t|\bn\.\s?w\b|nett?o?|weight|wt|peso|poids|gewicht|inhalt|contenu|contenido",
@@ -46,7 +48,6 @@ SIBLINGS = {"height": ("width", "depth"), "width": ("height", "depth"), "depth":
             "item_weight": ("maximum_weight_recommendation",),
             "maximum_weight_recommendation": ("item_weight",),
             "voltage": (), "wattage": (), "item_volume": ()}
-DIMENSIONS = ("height", "width", "depth")
 BARE_UNITS = 2   # unit-less numbers are tried with the group's this many most usual units
 KEYWORD_WINDOW = 30   # characters before a number searched for its keyword (about 4 words)
 
@@ -134,7 +135,6 @@ def _line_heights(candidates: Sequence[Candidate]) -> list[float]:
 
 METRIC = frozenset({"centimetre", "metre", "millimetre", "gram", "kilogram", "milligram", "microgram",
                     "millilitre", "litre", "centilitre", "decilitre", "microlitre"})
-EQUIVALENT = 0.04   # sizes within 4% are one measure written in two units ('250g (8.8 oz)')
 
 
 PAIR_REACH = 2      # an equal quantity in another unit is looked for this many mentions away
@@ -175,6 +175,7 @@ class _TextView:
     heights: list[float]
     metric_share: float
     unpaired_metric_share: float   # the same over the mentions outside equal-quantity pairs
+    places: dict[int, tuple[float, float]]   # size rank -> centre (x, y) of its boxes on the photo
 
     @classmethod
     def of(cls, candidates: Sequence[Candidate], mentions: Sequence[Candidate]) -> "_TextView":
@@ -185,7 +186,23 @@ class _TextView:
         return cls(len(candidates), Counter((c.value, c.unit) for c in candidates),
                    Counter(c.unit for c in candidates), ranks, n_sizes, partners,
                    _line_heights(candidates), _metric_share(mentions),
-                   _metric_share([m for m in mentions if m.start not in paired]))
+                   _metric_share([m for m in mentions if m.start not in paired]),
+                   _size_places(candidates, ranks))
+
+
+def _centre(box: Any) -> tuple[float, float]:
+    return sum(p[0] for p in box) / len(box), sum(p[1] for p in box) / len(box)
+
+
+def _size_places(candidates: Sequence[Candidate], ranks: list[int]) -> dict[int, tuple[float, float]]:
+    """Where each distinct size stands on the photo: the mean centre of its candidates' boxes
+    (one length printed twice, '6.4 in' over '16 cm', stands once, between the two)."""
+    centres: dict[int, list[tuple[float, float]]] = {}
+    for c, rank in zip(candidates, ranks):
+        if c.box:
+            centres.setdefault(rank, []).append(_centre(c.box))
+    return {rank: (sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts))
+            for rank, pts in centres.items()}
 
 
 def _prior_features(c: Candidate, entity: str, group: str | None, priors: Priors) -> dict[str, float]:
@@ -283,7 +300,18 @@ def _pair_features(i: int, candidates: Sequence[Candidate], entity: str, group: 
          "pair_in_parentheses": float("(" in c.line_text[max(0, c.column - 2):c.column])}
     if c.box and other.box and c.line != other.line:
         f["pair_larger_text"] = math.log(max(_text_size(c), 1e-3) / max(_text_size(other), 1e-3))
+    if c.box:
+        rounder = _decimals(other) - _decimals(c)   # the original is often the rounder of the two
+        f["pair_rounder"] = float((rounder > 0) - (rounder < 0))
+        # Photos and running text disagree on the label's unit (text: centimetres 74% of the
+        # dimension pairs; the dimension photos: inches 62%): each kind of input has its own.
+        return {f"{name}@photo": value for name, value in f.items()}
     return f
+
+
+def _decimals(c: Candidate) -> int:
+    """Digits after the decimal point as written ('15.0' has one)."""
+    return max(0, -int(c.value.as_tuple().exponent))
 
 
 def _order_features(i: int, c: Candidate, entity: str, group: str | None, priors: Priors,
@@ -295,6 +323,22 @@ def _order_features(i: int, c: Candidate, entity: str, group: str | None, priors
     habit = sum(priors.larger_logodds(entity, s, group) for s in SIBLINGS[entity]) / 2
     place = 1 - 2 * view.ranks[i] / (view.n_sizes - 1)   # 1 for the largest, -1 for the smallest
     return {"order_habit": habit * place, f"order_habit:{entity}": habit * place}
+
+
+def _place_features(i: int, c: Candidate, entity: str, view: _TextView) -> dict[str, float]:
+    """The dimension a length's place on a diagram suggests: one printed upright (a vertical
+    box, or at the far left or right of the other lengths) reads as the height, the lowest of
+    the others as the width (along the bottom edge), any other as the depth (on a slanted
+    edge). Two weights for all three entities: the dimension photos are few."""
+    if entity not in DIMENSIONS or len(view.places) < 2 or view.ranks[i] not in view.places:
+        return {}
+    x, y = view.places[view.ranks[i]]
+    xs, ys = [p[0] for p in view.places.values()], [p[1] for p in view.places.values()]
+    width, height = _box_extent(c)
+    lowest = y == max(ys)
+    upright = height > 1.5 * width or (x in (min(xs), max(xs)) and not lowest)
+    role = "height" if upright else "width" if lowest else "depth"
+    return {"place_role_match" if role == entity else "place_role_other": 1.0}
 
 
 def _layout_features(c: Candidate, entity: str, view: _TextView) -> dict[str, float]:
@@ -320,7 +364,7 @@ def featurize(candidates: Sequence[Candidate], entity: str, group: str | None,
         f = {**_prior_features(c, entity, group, priors), **_mention_features(c, entity),
              **_standing_features(i, c, entity, view), **_layout_features(c, entity, view),
              **_pair_features(i, candidates, entity, group, priors, view),
-             **_order_features(i, c, entity, group, priors, view)}
+             **_order_features(i, c, entity, group, priors, view), **_place_features(i, c, entity, view)}
         if c.bare:   # unit-less numbers rank by their own weights (no unit evidence to share)
             f.update({"bare_value_logp": f["value_logp"], "bare_first": f["first"],
                       "bare_keyword": f["keyword"], "bare_repeats": f["repeats"],
