@@ -134,3 +134,4 @@ def test_eval_scores_strictly_against_the_raw_label_and_records_the_weighted_f1(
                                            "weighted_f1": pytest.approx(report["weighted"]["numeric"]["f1"])}
     text = amlc(tmp_path, "eval", "--split", "val").output
     assert "all, weighted to the test mix" in text
+    assert text.splitlines()[-2].endswith("amlc report --split val") and text.splitlines()[-1].startswith("f1=")

@@ -12,7 +12,7 @@ from ..workdir import DEFAULT_WORKDIR, Workdir
 # so `amlc status` does not load numpy, aiohttp and the OCR and LLM stacks first
 COMMAND_MODULES = {
     "ingest": "data", "export": "data", "check": "data", "eval": "data",
-    "status": "query", "show": "query", "sql": "query",
+    "status": "query", "show": "query", "report": "query", "sql": "query",
     "run": "pipeline", "predict": "pipeline",
     "eval-text": "extract",
     "tiny-model": "llm", "sft-data": "llm", "train": "llm", "export-model": "llm", "llm-bench": "llm",

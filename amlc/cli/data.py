@@ -186,6 +186,7 @@ def eval_command(ctx: click.Context, split: str, sources: tuple[str, ...], only:
     click.echo(format_report(report))
     if skipped:
         click.echo(f"skipped {skipped} samples without a usable label")
+    click.echo(f"each row with its photo, boxes and candidates: amlc report --split {split}")
     click.echo(f"f1={report.f1:.4f}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import click
@@ -47,19 +48,25 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
 @click.command("show")
 @click.argument("index", type=int)
 @click.option("--split", default="test", show_default=True)
+@click.option("--image", "image_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw the photo with every OCR line's box (blue) and the chosen answer's "
+                   "box (red) into this PNG.")
 @json_option
 @click.pass_context
-def show_command(ctx: click.Context, index: int, split: str, as_json: bool) -> None:
+def show_command(ctx: click.Context, index: int, split: str, image_out: Path | None, as_json: bool) -> None:
     """One sample's journey: its image (link, file, size), the state and attempts of every
     stage with the last error, the OCR text per engine, every prediction and the label.
 
     \b
-    Example:
+    Examples:
       amlc show 42 --split test
+      amlc show 42 --split test --image row42.png
     """
     journey = run_async(lambda: using_store(workdir(ctx).store, lambda conn: sample_journey(conn, split, index)))
     if journey is None:
         raise click.ClickException(f"no sample with index {index} in split {split!r}")
+    if image_out is not None:
+        _draw_sample(ctx, split, index, image_out)
     if as_json:
         print_json(journey)
         return
@@ -78,6 +85,52 @@ def show_command(ctx: click.Context, index: int, split: str, as_json: bool) -> N
     console.print(_table("predictions", ["source", "run", "prediction", "confidence"],
                          [[p["source"], p["run_id"], p["prediction"] or "(blank)", p["confidence"]]
                           for p in journey["predictions"]]))
+
+
+def _draw_sample(ctx: click.Context, split: str, index: int, out: Path) -> None:
+    from ..report_page import draw_row, load_rows
+    work = workdir(ctx)
+    rows = run_async(lambda: using_store(work.store, lambda conn: load_rows(conn, split, work.root, index)))
+    try:
+        draw_row(rows[0], out)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"wrote {out}", markup=False)
+
+
+@click.command("report")
+@click.option("--split", required=True, help="The split to look at (labelled or not).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the page (default: WORKDIR/exports/report-<split>.html).")
+@click.option("--per-kind", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Rows of each kind (right, blank, another unit, ...) the gallery shows at most.")
+@json_option
+@click.pass_context
+def report_command(ctx: click.Context, split: str, out: Path | None, per_kind: int, as_json: bool) -> None:
+    """Write one self-contained HTML page about a split: F1 per source and entity (and the
+    entities absent), wrong rows grouped by kind, a unit confusion table per entity, and a
+    gallery of rows, each with its photo and every OCR box drawn, the chosen answer's box
+    marked, the candidates with their probabilities, each source's answer and the label.
+    The gallery holds at most --per-kind rows of each kind, the least sure first. The page
+    opens from disk: no server, no network.
+
+    \b
+    Examples:
+      amlc report --split photos-val
+      amlc report --split test --out test-report.html --per-kind 200
+    """
+    from ..report_page import load_rows, page_facts, render_page, write_atomically
+    work = workdir(ctx)
+    rows = run_async(lambda: using_store(work.store, lambda conn: load_rows(conn, split, work.root)))
+    if not rows:
+        raise click.ClickException(f"split {split!r} has no samples")
+    out = out or work.exports / f"report-{split}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(out, render_page(split, rows, per_kind))
+    if as_json:
+        print_json({"out": str(out), **page_facts(rows)})
+    else:
+        console.print(f"wrote {out} ({len(rows)} samples)", markup=False)
 
 
 @click.command("sql")
@@ -115,4 +168,4 @@ def _table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Tabl
     return table
 
 
-COMMANDS = [status_command, show_command, sql_command]
+COMMANDS = [status_command, show_command, report_command, sql_command]

@@ -39,6 +39,7 @@ class Prediction:
     confidence: float
     candidates: list[Candidate]    # allowed for the entity, best first
     whole_number_bare: bool = False   # the labels of this entity, unit and group write '21', not '21.0'
+    ranked: list[tuple[str, float, Candidate]] = field(default_factory=list)   # distinct answers, rank()
 
     def text(self) -> str:
         """The answer as the labels write it ('21.0 centimetre'), or '' for a blank."""
@@ -107,9 +108,9 @@ class Extractor:
         ordered = sorted(candidates, key=lambda c: -c.score)
         _, confidence, best = ranked[0]
         if confidence < self.model.thresholds.get(entity, 0.0):
-            return Prediction(None, confidence, ordered)
+            return Prediction(None, confidence, ordered, ranked=ranked)
         bare = self.priors.whole_number_bare(entity, best.unit, group_id)
-        return Prediction(make_answer(best.value, best.unit, entity), confidence, ordered, bare)
+        return Prediction(make_answer(best.value, best.unit, entity), confidence, ordered, bare, ranked)
 
 
 def load_model(path: Path) -> Model:
