@@ -14,6 +14,7 @@ import io
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,7 +43,7 @@ LEFT JOIN ocr_results o ON o.image_id = s.image_id
 WHERE s.split = ? ORDER BY s.idx, o.engine
 """
 PREDICTIONS_SQL = """
-SELECT p.sample_id, p.source, p.prediction FROM predictions p JOIN samples s ON s.id = p.sample_id
+SELECT p.sample_id, p.source, p.prediction, p.confidence FROM predictions p JOIN samples s ON s.id = p.sample_id
 WHERE s.split = ?
 """
 
@@ -60,10 +61,20 @@ class RowView:
     answers: dict[str, str]    # every source's answer
     image: Path | None
     size: tuple[int, int] | None
-    lines: list[OcrLine] = field(default_factory=list)
-    ranked: list[tuple[str, float, Any]] = field(default_factory=list)   # (answer, probability, mention)
-    confidence: float = 0.0
+    lines_json: str | None = None
+    confidence: float = 0.0    # the ranker's, as the extract stage stored it
     kind: str = UNLABELLED
+    ranked: list[tuple[str, float, Any]] = field(default_factory=list)   # (answer, probability, mention)
+
+    @cached_property
+    def lines(self) -> list[OcrLine]:
+        return OcrResult.from_json(self.lines_json).lines if self.lines_json else []
+
+    def explain(self, extractor: Extractor) -> "RowView":
+        """The ranker's candidates with their probabilities, for the rows a page shows."""
+        if self.lines:
+            self.ranked = extractor.predict(self.entity, self.lines, self.group_id or None).ranked
+        return self
 
     @property
     def chosen_box(self) -> Any:
@@ -91,12 +102,14 @@ def row_kind(row: RowView) -> str:
 
 async def load_rows(conn: aiosqlite.Connection, split: str, root: Path, only_idx: int | None = None) -> list[RowView]:
     """Every sample of the split (or the one with index only_idx) with its OCR lines (the
-    first engine's), answers and the ranker's candidates as the extract stage computes them."""
-    extractor = Extractor.load()
+    first engine's), answers, the ranker's stored confidence and its kind of error."""
     best = {a.sample_id: a for a in await best_answers(conn, split)}
     answers: dict[int, dict[str, str]] = defaultdict(dict)
+    confidence: dict[int, float] = {}
     for r in await fetch_all(conn, PREDICTIONS_SQL, (split,)):
         answers[r["sample_id"]][r["source"]] = r["prediction"]
+        if r["source"] == "rules":
+            confidence[r["sample_id"]] = r["confidence"] or 0.0
     rows: dict[int, RowView] = {}
     for r in await fetch_all(conn, ROWS_SQL, (split,)):
         if r["id"] in rows or (only_idx is not None and r["idx"] != only_idx):
@@ -105,11 +118,7 @@ async def load_rows(conn: aiosqlite.Connection, split: str, root: Path, only_idx
         row = RowView(r["idx"], r["entity"], r["group_id"], (r["raw_label"] or "").strip(), chosen.has_truth,
                       chosen.prediction, chosen.source, answers[r["id"]],
                       root / r["path"] if r["path"] else None,
-                      (r["width"], r["height"]) if r["width"] else None)
-        if r["lines"]:
-            row.lines = OcrResult.from_json(r["lines"]).lines
-            prediction = extractor.predict(row.entity, row.lines, row.group_id or None)
-            row.ranked, row.confidence = prediction.ranked, prediction.confidence
+                      (r["width"], r["height"]) if r["width"] else None, r["lines"], confidence.get(r["id"], 0.0))
         row.kind = row_kind(row)
         rows[r["id"]] = row
     return list(rows.values())
@@ -255,6 +264,8 @@ def render_page(split: str, rows: Sequence[RowView], per_kind: int) -> str:
     sources = sorted({s for r in labelled for s in r.answers})
     reports = {s: score((r.entity, r.label, r.answers.get(s, "")) for r in labelled) for s in sources}
     shown, left_out = gallery(rows, per_kind)
+    extractor = Extractor.load()
+    shown = [row.explain(extractor) for row in shown]
     kinds = Counter(r.kind for r in rows)
     entities = sorted({r.entity for r in rows})
     summary = [[KIND_NAMES.get(k, k), n, left_out[k]] for k, n in sorted(kinds.items(), key=lambda kv: _kind_rank(kv[0]))]
@@ -294,6 +305,7 @@ def page_facts(rows: Sequence[RowView]) -> dict[str, Any]:
 def draw_row(row: RowView, out: Path) -> None:
     """The photo with every OCR box (blue) and the chosen mention's box (red), as a PNG."""
     from PIL import Image, ImageDraw
+    row.explain(Extractor.load())
     if row.image is None or not row.image.is_file():
         raise FileNotFoundError(f"the image of #{row.idx} is not in the work folder (not fetched yet?)")
     with Image.open(row.image) as img:
