@@ -28,7 +28,6 @@ ceiling and the seconds it costs per image.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -42,12 +41,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from amlc.extract.baseline import truth_in_text  # noqa: E402
-from amlc.extract.data import (DIM_PHOTOS_CSV, DIM_PHOTOS_SPLIT, PHOTOS_CSV, SHARED_DATA, TextRow,  # noqa: E402
+from amlc.extract.data import (DIM_PHOTOS_CSV, DIM_PHOTOS_SPLIT, SHARED_DATA, TextRow,  # noqa: E402
                                in_validation, read_store_rows)
+from amlc.extract.rebuild import ocr_complete, write_halves  # noqa: E402
 
 PHOTOS = SHARED_DATA / "photos"
 DIM_PHOTOS = SHARED_DATA / "dim_photos"
-HALVES = {"photos-train": False, "photos-val": True}   # split name -> is the validation half
 SETTINGS: dict[str, list[str]] = {
     "1280": ["--ocr-max-side", "1280"],
     "original": ["--ocr-max-side", "0"],               # the photos are at most 1600 px a side
@@ -58,40 +57,9 @@ SETTINGS: dict[str, list[str]] = {
 AMLC = [sys.executable, "-m", "amlc"]
 
 
-def write_halves(work: Path, limit: int = 0) -> dict[str, Path]:
-    """photos.csv's rows in two files by the project's image-hash split (seed 0); with a limit,
-    only the rows of each half's first `limit` images (in file order)."""
-    with open(PHOTOS_CSV, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        fields, rows = reader.fieldnames or [], list(reader)
-    paths = {}
-    for split, is_val in HALVES.items():
-        half = [r for r in rows if in_validation(r) == is_val]
-        if limit:
-            first = set(list(dict.fromkeys(r["image_link"] for r in half))[:limit])
-            half = [r for r in half if r["image_link"] in first]
-        paths[split] = work / (f"{split}.csv" if not limit else f"{split}-first{limit}.csv")
-        with open(paths[split], "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fields)
-            writer.writeheader()
-            writer.writerows(half)
-    return paths
-
-
 def amlc(workdir: Path, *args: str, nice: int = 0) -> subprocess.CompletedProcess:
     command = ["nice", "-n", str(nice)] * bool(nice) + AMLC + ["--workdir", str(workdir), *args]
     return subprocess.run(command, check=True, capture_output=True, text=True)
-
-
-def ocr_done(workdir: Path) -> bool:
-    store = workdir / "amlc.db"
-    if not store.exists():
-        return False
-    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as conn:
-        left = conn.execute("SELECT count(*) FROM jobs WHERE stage IN ('fetch', 'ocr', 'extract') "
-                            "AND state != 'done'").fetchone()[0]
-        done = conn.execute("SELECT count(*) FROM ocr_results").fetchone()[0]
-    return done > 0 and left == 0
 
 
 def re_extract(workdir: Path) -> None:
@@ -109,7 +77,7 @@ def run_setting(work: Path, name: str, halves: dict[str, Path], nice: int, image
     the store."""
     workdir = work / (folder or name)
     timing = workdir / "bench-run.json"
-    if ocr_done(workdir) and timing.exists():
+    if ocr_complete(workdir) and timing.exists():
         return json.loads(timing.read_text())
     workdir.mkdir(parents=True, exist_ok=True)
     for split, path in halves.items():
