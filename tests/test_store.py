@@ -1,6 +1,7 @@
 import asyncio
 import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -211,3 +212,10 @@ def test_every_command_is_reachable_and_status_loads_no_stage_stack():
              "print(sorted(m for m in ('numpy', 'aiohttp', 'PIL', 'onnxruntime', 'llama_cpp') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]", loaded
+
+
+def test_the_cli_reference_is_the_commands_own_help():
+    from amlc.cli.reference import reference
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert page == reference(), "docs/cli.md is stale: run python -m amlc.cli.reference > docs/cli.md"
+    assert "## amlc report" in page and "--per-kind" in page
