@@ -24,6 +24,7 @@ from .faults import describe_fatal, is_fatal
 from .jobs import Claimed, mark_started
 from .stages import Outcome, Stage, settle
 from .store import fetch_all
+from .workers.base import describe
 from .writer import BatchWriter
 
 RELEASE_SQL = ("UPDATE jobs SET state = 'pending', lease_until = NULL, attempts = attempts - 1 "
@@ -164,7 +165,7 @@ class Engine:
         except Exception as exc:
             if is_fatal(exc):  # no item's fault: stop the run rather than burn every budget
                 raise
-            reason = f"{type(exc).__name__}: {exc}"[:500]  # a bug or a broken input: on the row
+            reason = describe(exc)  # a bug or a broken input: on the row
             return [Outcome(item, error=reason, retryable=True) for item, _ in batch]
 
     def _record(self, stage: Stage, outcomes: list[Outcome]) -> None:

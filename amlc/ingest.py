@@ -20,7 +20,7 @@ from typing import BinaryIO, Iterator
 import aiosqlite
 
 from .localfiles import link_problem
-from .store import fetch_all, finish_run, start_run
+from .store import fetch_all, finish_run, id_list, start_run
 from .units import ENTITY_UNITS, AnswerError, UnitNotAllowed, parse_label
 
 REQUIRED = ("image_link", "group_id", "entity_name")
@@ -250,7 +250,7 @@ async def _changed_labels(conn: aiosqlite.Connection, split: str, samples: list[
     labelled = [s for s in samples if s.raw_label is not None]
     if not labelled:
         return []
-    ids = ",".join(str(s.idx) for s in labelled)  # integers, so safe to inline
+    ids = id_list(s.idx for s in labelled)
     stored = {r[0]: tuple(r)[1:] for r in await fetch_all(conn, STORED_LABELS.format(ids=ids), (split,))}
     return [s for s in labelled if (old := stored.get(s.idx)) is not None
             and old[:2] == (s.entity, s.link) and old[2:] != (s.label, s.raw_label, s.label_error)]

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import aiosqlite
 
+from .store import id_list
+
 CLAIM_SQL = """
 UPDATE jobs SET state = 'leased', attempts = attempts + 1, started_at = NULL,
                 lease_until = :now + :lease, updated_at = :now
@@ -85,8 +87,8 @@ WHERE state = 'leased' AND (:everything OR lease_until < :now)
 
 async def mark_started(conn: aiosqlite.Connection, stage: str, batch: Sequence[tuple[Claimed, Any]]) -> None:
     """Record (and commit) that work on these leased items begins now."""
-    ids = ",".join(str(int(item.item_id)) for item, _ in batch)
-    await conn.execute(f"UPDATE jobs SET started_at = ? WHERE stage = ? AND item_id IN ({ids}) "
+    await conn.execute(f"UPDATE jobs SET started_at = ? WHERE stage = ? AND item_id IN "
+                       f"({id_list(item.item_id for item, _ in batch)}) "
                        "AND state = 'leased'", (time.time(), stage))
     await conn.commit()
 

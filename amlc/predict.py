@@ -23,8 +23,8 @@ from typing import Any
 import aiosqlite
 
 from .jobs import Claimed, RetryPolicy
-from .stages import Outcome, id_list
-from .store import fetch_all
+from .stages import Outcome
+from .store import fetch_all, id_list
 from .workers import Failed, WorkerPool
 
 ENQUEUE_SQL = """
@@ -94,7 +94,7 @@ class PredictStage:
 
     async def prepare(self, reader, items):
         rows = {r["id"]: r for r in await fetch_all(
-            reader, INPUTS_SQL.format(ids=id_list(items)), (self.ocr_engine,))}
+            reader, INPUTS_SQL.format(ids=id_list(i.item_id for i in items)), (self.ocr_engine,))}
         # Same-entity rows side by side: a worker's batch then shares more prompt prefix.
         return sorted(((item, rows[item.item_id]) for item in items), key=lambda t: t[1]["entity"])
 

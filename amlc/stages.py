@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosqlite
@@ -21,7 +21,8 @@ from .jobs import Claimed, RetryPolicy, done_statement, failure_statement
 from .localfiles import is_local_copy
 from .ocr.base import OcrResult
 from .startup import rules_detail
-from .store import fetch_all
+from .store import fetch_all, id_list
+from .workdir import path_in_store
 from .workers.base import Failed, WorkerPool
 from .writer import Statement
 
@@ -53,19 +54,6 @@ def settle(stage: str, outcome: Outcome, policy: RetryPolicy) -> list[Statement]
     if outcome.error is None:
         return [*outcome.statements, done_statement(stage, outcome.item.item_id)]
     return [failure_statement(stage, outcome.item, outcome.error, outcome.retryable, policy)]
-
-
-def id_list(items: Sequence[Claimed]) -> str:
-    """Claimed item ids as an SQL list (integers only, so safe to inline)."""
-    return ",".join(str(int(i.item_id)) for i in items)
-
-
-def relative_to(path: Path, root: Path) -> str:
-    """A stored file's path as the store keeps it: relative to the work folder when inside it."""
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def _has_size(path: Path, size: int | None) -> bool:
@@ -114,7 +102,7 @@ class FetchStage:
         return link
 
     async def prepare(self, reader, items):
-        rows = await fetch_all(reader, f"SELECT id, link FROM images WHERE id IN ({id_list(items)})")
+        rows = await fetch_all(reader, f"SELECT id, link FROM images WHERE id IN ({id_list(i.item_id for i in items)})")
         links = {r["id"]: r["link"] for r in rows}
         return [(item, links[item.item_id]) for item in items]
 
@@ -126,7 +114,7 @@ class FetchStage:
         if got.error:
             return Outcome(item, error=got.error, retryable=got.retryable)
         record = ("UPDATE images SET path = ?, sha256 = ?, width = ?, height = ?, size = ? WHERE id = ?",
-                  (relative_to(got.path, self.root), got.sha256, got.width, got.height, got.size,
+                  (path_in_store(got.path, self.root), got.sha256, got.width, got.height, got.size,
                    item.item_id))
         return Outcome(item, [record])
 
@@ -144,7 +132,7 @@ class OcrStage:
         self.calls = 0  # images handed to the engine, for tests and the dashboard
 
     async def prepare(self, reader, items):
-        rows = await fetch_all(reader, f"SELECT id, path, size FROM images WHERE id IN ({id_list(items)})")
+        rows = await fetch_all(reader, f"SELECT id, path, size FROM images WHERE id IN ({id_list(i.item_id for i in items)})")
         found = {r["id"]: (self.root / r["path"], r["size"]) for r in rows}
         files = [found[item.item_id] for item in items]
         intact = await asyncio.to_thread(lambda: [_has_size(path, size) for path, size in files])
@@ -185,7 +173,7 @@ class ExtractStage:
         rows = await fetch_all(reader, f"""
             SELECT s.id, s.entity, s.group_id, o.lines FROM samples s
             LEFT JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
-            WHERE s.id IN ({id_list(items)})""", (self.engine_name,))
+            WHERE s.id IN ({id_list(i.item_id for i in items)})""", (self.engine_name,))
         found = {r["id"]: r for r in rows}
         return [(item, found[item.item_id]) for item in items]
 

@@ -8,13 +8,12 @@ folder (so the folder can move), and work done with another OCR engine is queued
 from __future__ import annotations
 
 import json
-from pathlib import PurePosixPath
 
 import aiosqlite
 
 from .jobs import release_dead
 from .store import fetch_all
-from .workdir import Workdir
+from .workdir import Workdir, moved_image_path
 
 # Images read by another engine are read again by this one (their extractions follow through
 # the ocred_needs_extract trigger). Failed reads stay failed: --retry-failed re-opens them.
@@ -47,17 +46,10 @@ async def settle_store(conn: aiosqlite.Connection, workdir: Workdir, max_attempt
     return changed
 
 
-def relative_path(stored: str) -> str:
-    """`/old/place/images/ab/abcd.jpg` -> `images/ab/abcd.jpg`: content-addressed files keep
-    their last three path parts wherever the work folder is."""
-    parts = PurePosixPath(stored).parts
-    return str(PurePosixPath(*parts[-3:])) if len(parts) >= 3 and parts[-3] == "images" else stored
-
-
 async def relative_paths(conn: aiosqlite.Connection, workdir: Workdir) -> int:
     """Rewrite absolute image paths (stores written before paths were relative)."""
     rows = await fetch_all(conn, "SELECT id, path FROM images WHERE path LIKE '/%'")
-    updates = [(relative_path(r["path"]), r["id"]) for r in rows]
+    updates = [(moved_image_path(r["path"]), r["id"]) for r in rows]
     updates = [(path, i) for path, i in updates if not path.startswith("/")]
     await conn.executemany("UPDATE images SET path = ? WHERE id = ?", updates)
     await conn.commit()

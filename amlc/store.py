@@ -16,6 +16,11 @@ import aiosqlite
 from .migrate import check_version, migrate
 
 
+def id_list(ids: Iterable[int]) -> str:
+    """Row ids as an SQL list to inline: each is made an int first, so nothing else can reach SQL."""
+    return ",".join(str(int(i)) for i in ids)
+
+
 class StoreError(RuntimeError):
     """The store cannot be opened or used; the message says what to do."""
 

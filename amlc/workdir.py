@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 DEFAULT_WORKDIR = "amlc-work"
 
@@ -37,3 +37,20 @@ class Workdir:
     @property
     def run_lock(self) -> Path:
         return self.root / "run.lock"
+
+
+def path_in_store(path: Path, root: Path) -> str:
+    """A file's path as the store keeps it: relative to the work folder when inside it, so the
+    folder can move."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def moved_image_path(stored: str) -> str:
+    """An older store's absolute image path, `/old/place/images/ab/abcd.jpg`, as the store keeps
+    it now, `images/ab/abcd.jpg`: content-addressed files keep their last three path parts
+    wherever the work folder is."""
+    parts = PurePosixPath(stored).parts
+    return str(PurePosixPath(*parts[-3:])) if len(parts) >= 3 and parts[-3] == "images" else stored

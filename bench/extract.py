@@ -7,7 +7,7 @@ regex and for amlc's extractor side by side, their ratio, and the ceiling: the s
 whose true number appears nowhere in the OCR text (no text-only method can win those); then
 the extractor's k-fold cross-validation F1 on the train halves (the figure features are chosen
 by): ocr_labeled.csv's text rows and, with --photos-store (a work folder bench/photos.py made),
-the photos' PP-OCR lines, fitted together as `python -m amlc.extract.train` fits them.
+the photos' PP-OCR lines, fitted together as `python -m amlc.extract.fit` fits them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from amlc.extract.choose import Extractor
 from amlc.extract.data import SHARED_DATA, read_text_rows
 from amlc.extract.evaluate import evaluate, extractor_fn
 from amlc.extract.cv import cross_validate, summary
-from amlc.extract.train import held_out_priors, training_rows
+from amlc.extract.fit import held_out_priors, training_rows
 from amlc.metric import Report
 
 

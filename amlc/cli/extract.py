@@ -40,7 +40,7 @@ def write_predictions(path: Path, rows: list[TextRow], predictions: list[str]) -
 def llm_fn(model_gguf: Path, total: int) -> Callable[[TextRow], str]:
     """A row's answer from a GGUF model as the predict stage gives it (its choice among the rules'
     candidates, prompted as in training), with a progress bar or line over `total` rows."""
-    from ..llm.evaluate import model_fn
+    from ..llm.compare import model_fn
 
     return model_fn(str(model_gguf), total)
 

@@ -105,7 +105,7 @@ def train(base: Path, data: Path, out: Path, config_file: str | None, max_steps:
     """LoRA fine-tune BASE on DATA: Unsloth when CUDA is present and it imports, else PEFT + TRL
     (decided at run time and recorded in OUT/train_info.json). Shows steps with rate, ETA and
     the latest losses while it runs, then the learning curve."""
-    from ..llm.train import format_curve, load_config, train as run_training
+    from ..llm.lora import format_curve, load_config, train as run_training
 
     result = run_training(base, data, out, load_config(config_file, max_steps=max_steps), resume=resume,
                           eval_data=eval_data)
@@ -129,7 +129,7 @@ def export_model(adapter: Path, out: Path, quants: tuple[str, ...], check_file: 
     """Merge ADAPTER (a train run's adapter/ folder, or one of its checkpoints) into its base, convert to GGUF with llama.cpp's
     converter, quantize with llama.cpp's quantizer, and report the agreement of each file's
     greedy answers with the merged PyTorch model."""
-    from ..llm.export import export_model as run_export
+    from ..llm.gguf import export_model as run_export
     from ..llm.sft import read_jsonl
 
     prompts = [r["prompt"] for r in read_jsonl(check_file)[:check_n]] if check_file else []
@@ -143,14 +143,14 @@ def score_model_on_text(model_gguf: str | Path, csv_file: str | Path, split: str
     options, or its written answer where a row has none."""
     from ..extract import Extractor
     from ..extract.data import read_text_rows, split_rows
-    from ..llm.evaluate import answer_rows
-    from ..llm.infer import load_engine
+    from ..llm.compare import answer_rows
+    from ..llm.infer import load_llama
 
     rows = read_text_rows(csv_file)
     if split != "all":
         rows = dict(zip(("train", "val"), split_rows(rows)))[split]
     rows = rows[:limit] if limit else rows
-    answers = answer_rows(load_engine(str(model_gguf), n_threads=n_threads), Extractor.load(), rows)
+    answers = answer_rows(load_llama(str(model_gguf), n_threads=n_threads), Extractor.load(), rows)
     return answers.report(answers.model())
 
 
@@ -179,8 +179,8 @@ def llm_bench(out: Path, base: Path | None, config_name: str, text_csv: Path | N
     Example:
       amlc llm-bench --out llm-bench/ --photos-store photos-work/amlc.db
     """
-    from ..llm.export import cache_dir
-    from ..llm.fetch import fetch_smollm2
+    from ..llm.gguf import cache_dir
+    from ..llm.assets import fetch_smollm2
     from ..llm.recipe import run
 
     run(out, base or fetch_smollm2(cache_dir()), config_name, text_csv or default_labeled_csv(), photos_store,

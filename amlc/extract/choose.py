@@ -28,7 +28,7 @@ DEFAULT_PRIORS = MODEL_DIR / "priors.json"
 # train.csv has range labels for every entity but the dimensions (none of 132k rows), and
 # on the labelled OCR rows a dimension range ('40-48cm' for an adjustable height) is more often
 # labelled by its low end, so the rule leaves dimensions to the learned range_low:<entity>.
-# Everything else, the box features included, is fitted (amlc.extract.train).
+# Everything else, the box features included, is fitted (amlc.extract.fit).
 RANGE_LABELLED = ("item_weight", "maximum_weight_recommendation", "voltage", "wattage", "item_volume")
 RULE_WEIGHTS: dict[str, float] = {f"range_low:{entity}": -1.5 for entity in RANGE_LABELLED}
 

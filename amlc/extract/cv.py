@@ -26,7 +26,7 @@ from ..units import DIMENSIONS, AnswerError, parse_label, same_quantity
 from .choose import Extractor, Model, Prediction
 from .data import OCR_LABELED, TextRow, fold_of
 from .priors import Priors
-from .train import build_design, fit_weights, held_out_priors, training_rows
+from .fit import build_design, fit_weights, held_out_priors, training_rows
 
 
 @dataclass

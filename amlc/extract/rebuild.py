@@ -3,7 +3,7 @@
 1. The labelled photos (photos.csv, in its two halves, splits photos-train and photos-val) and
    the dimension photos (dim_photos.csv, split dim-photos) are read by `amlc run` with its
    default OCR settings into two work folders under --work, unless a folder's OCR is complete.
-2. `python -m amlc.extract.train` fits on them (amlc/extract/train.py says on which rows).
+2. `python -m amlc.extract.fit` fits on them (amlc/extract/fit.py says on which rows).
 3. model.json and priors.json are written beside provenance.json: the sha256 of every input
    file, the OCR settings, the amlc commit and the seconds each step took.
 
@@ -26,7 +26,7 @@ from typing import Sequence
 
 from .choose import DEFAULT_MODEL, DEFAULT_PRIORS, MODEL_DIR
 from .data import DIM_PHOTOS_CSV, DIM_PHOTOS_SPLIT, OCR_LABELED, PHOTOS_CSV, SHARED_DATA, TRAIN_CSV, in_validation
-from .train import train
+from .fit import train
 
 PROVENANCE = MODEL_DIR / "provenance.json"
 PHOTO_HALVES = {"photos-train": False, "photos-val": True}   # split -> is the validation half

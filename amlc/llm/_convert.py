@@ -1,6 +1,6 @@
 """Run llama.cpp's HF -> GGUF converter (from the llama-cpp-python sdist) on one model folder.
 
-Invoked in a subprocess by export.py: the converter puts its own `gguf-py` first on sys.path and
+Invoked in a subprocess by gguf.py: the converter puts its own `gguf-py` first on sys.path and
 registers model classes globally, which must not leak into the calling process.
 
 A tokenizer trained locally has no known hash in the converter's table (the hash is over token

@@ -122,7 +122,7 @@ def fit_weight(rows: Sequence[tuple[str, str, Options, Scored]], weights: Sequen
 
 
 def score_item(engine: Any, item: ChoiceItem) -> Scored:
-    """One row through an engine (amlc.llm.infer.Engine): options scored, or an answer written."""
+    """One row through an engine (amlc.llm.infer.LlamaEngine): options scored, or an answer written."""
     from .score import continuation_logprobs
 
     if item.answers:

@@ -30,7 +30,7 @@ GPU_PARALLEL = 64
 
 
 @dataclass
-class Engine:
+class LlamaEngine:
     """A loaded model and its validated per-entity grammars."""
 
     llm: object
@@ -81,8 +81,8 @@ def default_gpu_layers() -> int:
     return -1 if llama_cpp.llama_supports_gpu_offload() else 0
 
 
-def load_engine(model_path: str, n_threads: int = 1, n_ctx: int = DEFAULT_CTX, check: bool = True,
-                gpu_layers: int | None = None, parallel: int = 1) -> Engine:
+def load_llama(model_path: str, n_threads: int = 1, n_ctx: int = DEFAULT_CTX, check: bool = True,
+                gpu_layers: int | None = None, parallel: int = 1) -> LlamaEngine:
     """Load a GGUF model; grammars are parsed in a child process first (a bad one would crash us).
 
     gpu_layers: layers offloaded to the GPU, -1 for all; None: all when the build can offload.
@@ -97,10 +97,10 @@ def load_engine(model_path: str, n_threads: int = 1, n_ctx: int = DEFAULT_CTX, c
                           n_batch=512, n_gpu_layers=layers, verbose=False)
     grammars = {e: llama_cpp.LlamaGrammar.from_string(g, verbose=False) for e, g in all_grammars().items()}
     decoder = ParallelDecoder(llm, all_grammars(), parallel, MAX_ANSWER_TOKENS) if parallel > 1 else None
-    return Engine(llm, grammars, parallel=decoder)
+    return LlamaEngine(llm, grammars, parallel=decoder)
 
 
-def answer_items(engine: Engine, items: Sequence[tuple[str, str] | ChoiceItem]) -> list:
+def answer_items(engine: LlamaEngine, items: Sequence[tuple[str, str] | ChoiceItem]) -> list:
     """Answers for (entity, prompt) items, each distinct item decoded once, in prefix-sharing order;
     a ChoiceItem gets its options scored instead (amlc.llm.choice.Scored)."""
     distinct, index = unique_items(items)
@@ -124,7 +124,7 @@ class LlmSpec:
     parallel: int = 1              # rows decoded together
 
     def build(self) -> Callable[[Sequence[tuple[str, str]]], list[str]]:
-        engine = load_engine(self.model_path, self.n_threads, self.n_ctx, gpu_layers=self.gpu_layers,
+        engine = load_llama(self.model_path, self.n_threads, self.n_ctx, gpu_layers=self.gpu_layers,
                              parallel=self.parallel)
         return partial(answer_items, engine)
 
@@ -147,4 +147,4 @@ def default_llm_workers(offloads: bool) -> int:
 
 def predict_texts(model_path: str, items: Sequence[tuple[str, str]], n_threads: int = 1) -> list[str]:
     """Answers ("<number> <unit>" or "") for (entity, prompt) items with the GGUF model at model_path."""
-    return answer_items(load_engine(model_path, n_threads=n_threads), items)
+    return answer_items(load_llama(model_path, n_threads=n_threads), items)

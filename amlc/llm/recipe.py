@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from ..extract.data import OCR_LABELED, TextRow, in_validation, read_store_rows, read_text_rows, split_rows
 from .choice import DEFAULT_WEIGHT, fit_weight, grammar_choice, load_weight, save_weight, weight_path
-from .evaluate import RowAnswers, answer_rows
+from .compare import RowAnswers, answer_rows
 from .sft import build_sft_files, held_out_for_fit, write_jsonl
 
 QUANT = "q8_0"
@@ -64,9 +64,9 @@ def _say(message: str) -> None:
 
 def options_source(extractor: Any, sources: dict[str, list[TextRow]]) -> Callable[[TextRow], Any]:
     """Whose options a row gets: a training-half row the out-of-fold ranker's that never learned
-    from it (amlc.extract.train.out_of_fold: the shipped ranker learned from every training-half
+    from it (amlc.extract.fit.out_of_fold: the shipped ranker learned from every training-half
     row, so its options there are better than anywhere else); a validation row the shipped one's."""
-    from ..extract.train import out_of_fold
+    from ..extract.fit import out_of_fold
 
     _say("fitting 5 out-of-fold rankers for the training rows' options ...")
     oof = out_of_fold([r for rows in sources.values() for r in split_rows(rows)[0]], extractor.priors)
@@ -81,7 +81,7 @@ def build_data(step: Step, sources: dict[str, list[TextRow]], options_from: Call
 
 
 def train_model(step: Step, base: Path, config_name: str) -> Path:
-    from .train import format_curve, load_config, read_info, train
+    from .lora import format_curve, load_config, read_info, train
 
     adapter = step.run / "adapter"
     if not adapter.exists():
@@ -95,7 +95,7 @@ def train_model(step: Step, base: Path, config_name: str) -> Path:
 
 
 def export_model(step: Step, adapter: Path) -> Path:
-    from .export import export_model as run_export
+    from .gguf import export_model as run_export
 
     if not step.model.exists():
         run_export(adapter, step.export, kinds=(QUANT,))
@@ -158,7 +158,7 @@ def run(out: Path, base: Path, config_name: str = "smollm2_cpu", text_csv: Path 
         photos_store: Path | None = None, threads: int = 1, grammar: bool = True, limit: int | None = None) -> dict:
     """The whole recipe (see the module's doc); returns and writes OUT/bench.json."""
     from ..extract import Extractor
-    from .infer import load_engine
+    from .infer import load_llama
 
     step = Step.under(out)
     started = time.time()
@@ -167,7 +167,7 @@ def run(out: Path, base: Path, config_name: str = "smollm2_cpu", text_csv: Path 
     options_from = cache(lambda: options_source(extractor, sources))  # fitted only when needed
     _say("SFT rows: " + json.dumps(build_data(step, sources, options_from)))
     model = export_model(step, train_model(step, base, config_name))
-    engine = load_engine(str(model), n_threads=threads)
+    engine = load_llama(str(model), n_threads=threads)
     halves = {name: split_rows(rows) for name, rows in sources.items()}
     weight = fit(step, engine, options_from, [r for train, _ in halves.values() for r in train if held_out_for_fit(r)])
     lines, cover = [], {}

@@ -18,15 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..extract.data import TextRow, in_validation, read_text_rows, split_rows
-from ..metric import classify_error
+from ..metric import TEST_MIX, classify_error
 from ..units import AnswerError, parse_label
 from .prompt import build_prompt, completion
 
-# Test-set rows per entity (SPEC.md): the mix the model should be tuned toward.
-TEST_ENTITY_COUNTS: dict[str, int] = {
-    "height": 32_282, "depth": 28_146, "width": 26_931, "item_weight": 22_032,
-    "maximum_weight_recommendation": 7_028, "voltage": 5_488, "wattage": 5_447, "item_volume": 3_833,
-}
 FIT_FOLD_SHARE = 0.2  # of the training half: held out of SFT to fit the rules+model weight on
 
 # (entity, OCR text or lines, group_id) -> the rules' candidate answers, most probable first
@@ -44,12 +39,12 @@ def mix_to_test(rows: list[TextRow], size: int | None = None, seed: int = 0) -> 
     by_entity: dict[str, list[TextRow]] = {}
     for row in rows:
         by_entity.setdefault(row.entity, []).append(row)
-    total = sum(TEST_ENTITY_COUNTS[e] for e in by_entity)
+    total = sum(TEST_MIX[e] for e in by_entity)
     size = size or len(rows)
     rng = random.Random(seed)
     out: list[TextRow] = []
     for entity, group in sorted(by_entity.items()):
-        want = max(1, round(size * TEST_ENTITY_COUNTS[entity] / total))
+        want = max(1, round(size * TEST_MIX[entity] / total))
         rng.shuffle(group)
         out += [group[i % len(group)] for i in range(want)]
     rng.shuffle(out)
@@ -112,7 +107,7 @@ def build_sft_files(sources: Sequence[str | Path | Sequence[TextRow]], out_dir: 
     share) and val.jsonl (the validation half, as is) under out_dir; returns row counts.
     Each source is a labelled OCR CSV or rows already read (e.g. from a store). The candidates
     come from the shipped ranker, or per row from `extractor_for(row)` (e.g. out-of-fold rankers
-    for training rows, amlc.extract.train.out_of_fold)."""
+    for training rows, amlc.extract.fit.out_of_fold)."""
     rows = [row for source in sources
             for row in (read_text_rows(source) if isinstance(source, (str, Path)) else source)]
     train, val = split_rows(rows, seed=seed)

@@ -19,7 +19,7 @@ from typing import Iterable
 from ..units import ENTITY_UNITS, UNIT_ALIASES, Answer
 from .prompt import build_prompt, completion
 
-# Qwen2's split pattern (llama.cpp: LLAMA_VOCAB_PRE_TYPE_QWEN2); export.py checks for it verbatim.
+# Qwen2's split pattern (llama.cpp: LLAMA_VOCAB_PRE_TYPE_QWEN2); gguf.py checks for it verbatim.
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 EOS = "<|endoftext|>"

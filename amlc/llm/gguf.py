@@ -40,7 +40,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | Path
     """Fold the LoRA weights into the base and save a plain HF model + tokenizer (float32)."""
     from peft import PeftModel
 
-    from .train import load_base, read_info
+    from .lora import load_base, read_info
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     base = base or read_info(run_dir(adapter_dir))["base_dir"]
@@ -151,9 +151,9 @@ def hf_greedy(model_dir: str | Path, prompts: Sequence[str], max_new_tokens: int
 
 def gguf_greedy(model_path: str | Path, prompts: Sequence[str], max_new_tokens: int = 24) -> list[str]:
     """Unconstrained greedy completions of a GGUF model, to compare with hf_greedy like for like."""
-    from .infer import load_engine
+    from .infer import load_llama
 
-    engine = load_engine(str(model_path), check=False)
+    engine = load_llama(str(model_path), check=False)
     return [engine.generate(p, max_tokens=max_new_tokens) for p in prompts]
 
 

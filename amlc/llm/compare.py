@@ -53,7 +53,7 @@ class RowAnswers:
 def answer_rows(engine: Any, extractor: Any, rows: Sequence[TextRow], description: str = "score",
                 reply: Callable[[Any, ChoiceItem], Any] = score_item,
                 extractor_for: Callable[[TextRow], Any] | None = None) -> RowAnswers:
-    """Every row through rules and model (engine: amlc.llm.infer.Engine), with a progress line.
+    """Every row through rules and model (engine: amlc.llm.infer.LlamaEngine), with a progress line.
     `reply` is what the model does with a row: score its options (default) or anything else that
     takes (engine, item). `extractor_for(row)`, when given, names each row's rules instead of
     `extractor` (out-of-fold rankers for training rows)."""
@@ -76,9 +76,9 @@ def model_fn(model_gguf: str, total: int, threads: int = 1) -> Callable[[TextRow
     """A row's answer from a GGUF model as the predict stage gives it (its choice among the rules'
     options, or its written answer where there are none), with progress over `total` rows."""
     from ..extract import Extractor
-    from .infer import load_engine
+    from .infer import load_llama
 
-    engine, extractor = load_engine(model_gguf, n_threads=threads), Extractor.load()
+    engine, extractor = load_llama(model_gguf, n_threads=threads), Extractor.load()
     progress = Progress("model", total, unit="rows").start()
 
     def answer(row: TextRow) -> str:

@@ -1,4 +1,5 @@
-"""Build the shipped model files from the shared data: `python -m amlc.extract.train --photos-store S`.
+"""Fit the shipped model files on OCR'd stores: `python -m amlc.extract.fit --photos-store S
+--dim-store D` (`python -m amlc.extract.rebuild` makes the stores and calls this).
 
 priors.json: unit, value, order and number-form counts from train.csv, leaving out every image of
 ocr_labeled.csv and photos.csv (so no image the ranker learns from or is scored on informs its
@@ -6,9 +7,9 @@ own priors).
 model.json: weights of a conditional-logit ranker (softmax over a row's candidates plus 'none')
 fitted with numpy on the train halves of ocr_labeled.csv (OCR text) and of the labelled photos
 as `amlc run` read them (PP-OCRv6 lines with boxes, from the store S of a work folder into which
-bench/photos.py ingested photos.csv), every dim_photos row (store D, `--dim-store`: the only
-width/height/depth rows with boxes, scored by `python -m amlc.extract.cv` out of fold), and per-entity abstention thresholds tuned on a held-out
-part of those train halves. The validation halves are never read here.
+photos.csv was ingested), every dim_photos row (store D: the only width/height/depth rows with
+boxes, scored by `python -m amlc.extract.cv` out of fold), and per-entity abstention thresholds
+tuned on a held-out part of those train halves. The validation halves are never read here.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def train(labeled: Path = OCR_LABELED, photos_store: Path | None = None, train_c
     photo_rows = sum(r.from_store for r in train_half)
     meta = {"train_rows": len(train_half), "photo_rows": photo_rows, "text_rows": len(train_half) - photo_rows,
             "dim_photo_rows": sum(r.source == DIM_PHOTOS_SPLIT for r in train_half),
-            "blank_rates": blank_rates or {}, "built_by": "python -m amlc.extract.train"}
+            "blank_rates": blank_rates or {}, "built_by": "python -m amlc.extract.fit"}
     return Model(weights, thresholds, meta, none_score), priors
 
 
