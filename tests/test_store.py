@@ -224,3 +224,27 @@ def test_the_cli_reference_is_the_commands_own_help():
                            check=True).stdout
     assert page == fresh, "docs/cli.md is stale: run python -m amlc.cli.reference > docs/cli.md"
     assert "## amlc report" in page and "--per-kind" in page
+
+
+def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
+    """The package modules that module `name` (file `path`) imports, anywhere in it."""
+    import ast
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            found |= {t for t in [target, *(f"{target}.{a.name}" for a in node.names)] if t in modules}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in modules}
+    return found - {name}
+
+
+def test_no_two_modules_import_each_other():
+    root = Path(__file__).resolve().parents[1]
+    files = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (root / "amlc").rglob("*.py")}
+    edges = {name: _imports(path, name, set(files)) for name, path in files.items()}
+    assert edges["amlc.demo.run"] >= {"amlc.demo.llm_steps", "amlc.demo.sizes"}   # the walk sees imports
+    assert [(a, b) for a, deps in edges.items() for b in deps if a < b and a in edges[b]] == []
