@@ -219,9 +219,9 @@ class Engine:
         for stage in self.stages:
             if await self._enqueue(stage):
                 return False
-        names = ",".join(f"'{s.name}'" for s in self.stages)
-        rows = await fetch_all(self.reader, f"SELECT count(*) FROM jobs WHERE stage IN ({names}) "
-                                            "AND state IN ('pending', 'leased')")
+        names = [s.name for s in self.stages]   # a stage name holds a model's file name: bound, never pasted
+        rows = await fetch_all(self.reader, f"SELECT count(*) FROM jobs WHERE stage IN ({','.join('?' * len(names))}) "
+                                            "AND state IN ('pending', 'leased')", names)
         return rows[0][0] == 0
 
     async def _wait(self, event: asyncio.Event, timeout: float | None = None) -> None:

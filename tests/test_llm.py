@@ -406,7 +406,7 @@ def test_predict_stage_answers_stored_samples_and_resumes(chain: dict[str, Path]
     assert counts["train"] + counts["fit"] + counts["val"] == 25
     assert all(json.loads(line)["prompt"].endswith(PROMPT_END)
                for line in (tmp_path / "sft" / "val.jsonl").read_text().splitlines())
-    model = tmp_path / "tiny.gguf"
+    model = tmp_path / "it's tiny.gguf"   # a quote in the name: names reach SQL as data only
     shutil.copyfile(chain["q8"], model)
     save_weight(model, 0.0, {}, 0)  # rules+model with weight 0 must give the rules' answers
     amlc(tmp_path, "predict", "--model", str(model), "--split", "val", "--no-dashboard")
