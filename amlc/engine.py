@@ -20,7 +20,7 @@ from typing import Any, Coroutine, Sequence
 
 import aiosqlite
 
-from .faults import describe_fatal, is_fatal
+from .faults import describe_fatal, failure_cause, is_fatal
 from .jobs import Claimed, mark_started
 from .stages import Outcome, Stage, settle
 from .store import fetch_all
@@ -178,7 +178,7 @@ class Engine:
             final = not outcome.retryable or outcome.item.attempts >= stage.policy.max_attempts
             stats.failed += final
             stats.retried += not final
-            stats.errors[outcome.error.split(":")[0][:60]] += 1
+            stats.errors[failure_cause(outcome.error)] += 1
             stats.last_errors.append(f"{stage.name} #{outcome.item.item_id}: {outcome.error}")
         if not self._busy():
             self._quiet.set()

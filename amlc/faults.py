@@ -8,12 +8,30 @@ them instead, and these messages say what happened and what to do.
 from __future__ import annotations
 
 import errno
+import re
 import shutil
 import sqlite3
 from pathlib import Path
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 NOTHING_LOST = "nothing done so far is lost"
+
+
+# What varies between failures of one cause: file paths, quoted text, numbers (sizes, seconds,
+# byte counts). An HTTP status is the cause itself, so 'http 404' and 'http 503' stay apart.
+_PATH = re.compile(r"(?<![\w.])/\S.*$")   # a path runs to the end of the message's head
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBER = re.compile(r"(?<!http )\b\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
+CAUSE_LENGTH = 60
+
+
+def failure_cause(error: str) -> str:
+    """The cause of a failure, for counting: the message before its first ':' or '(' with
+    paths, quoted text and numbers made generic ('connection broke mid-body (received 10 of
+    200 bytes)' and '... (received 3 of 9 bytes)' are one cause)."""
+    head = re.split(r"[:(]", error, maxsplit=1)[0]
+    head = _NUMBER.sub("N", _PATH.sub("PATH", _QUOTED.sub("'...'", head)))
+    return " ".join(head.split())[:CAUSE_LENGTH] or error[:CAUSE_LENGTH]
 
 
 class RunFailed(RuntimeError):

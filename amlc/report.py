@@ -6,15 +6,31 @@ Everything here only reads, so it runs from another terminal while `amlc run` wo
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any, Sequence
 
 import aiosqlite
 
 from .export import best_answers
+from .faults import failure_cause
 from .metric import Report, score
 from .store import StoreError, fetch_all, fetch_one, rows_as_dicts
 
 STAGES = ("fetch", "ocr", "extract")
+DISTINCT_ERRORS = 5000   # distinct failure messages read to count causes (the commonest first)
+
+
+def failures_by_cause(rows: Sequence[Any], top: int) -> list[dict[str, Any]]:
+    """Failure counts per stage and cause (failure_cause: numbers and paths made generic), the
+    commonest first, each with one message of that cause as an example."""
+    counts: Counter[tuple[str, str]] = Counter()
+    example: dict[tuple[str, str], str] = {}
+    for row in rows:
+        key = (row["stage"], failure_cause(row["error"] or ""))
+        counts[key] += row["n"]
+        example.setdefault(key, row["error"])
+    return [{"stage": stage, "cause": cause, "n": n, "error": example[(stage, cause)]}
+            for (stage, cause), n in counts.most_common(top)]
 
 
 async def status_summary(conn: aiosqlite.Connection, top_errors: int = 5) -> dict[str, Any]:
@@ -31,14 +47,14 @@ async def status_summary(conn: aiosqlite.Connection, top_errors: int = 5) -> dic
         stages.setdefault(row["stage"], {})[row["state"]] = row["n"]
     errors = await fetch_all(conn, """
         SELECT stage, last_error AS error, count(*) AS n FROM jobs
-        WHERE state = 'failed' GROUP BY stage, last_error ORDER BY n DESC LIMIT ?""", (top_errors,))
+        WHERE state = 'failed' GROUP BY stage, last_error ORDER BY n DESC LIMIT ?""", (DISTINCT_ERRORS,))
     rejects = await fetch_all(conn, "SELECT split, count(*) AS n FROM rejects GROUP BY split")
     predictions = await fetch_all(conn, "SELECT source, n, answered FROM prediction_counts "
                                         "WHERE n > 0 ORDER BY source")
     return {
         "splits": rows_as_dicts(splits),
         "stages": {s: stages.get(s, {}) for s in [*STAGES, *sorted(set(stages) - set(STAGES))]},
-        "failures": rows_as_dicts(errors),
+        "failures": failures_by_cause(errors, top_errors),
         "rejects": {r["split"]: r["n"] for r in rejects},
         "predictions": rows_as_dicts(predictions),
     }

@@ -176,8 +176,11 @@ def test_status_reads_the_kept_counts(tmp_path: Path) -> None:
     conn.executemany("INSERT INTO samples(split, idx, image_id, group_id, entity, label) "
                      "VALUES (?, ?, ?, 'g', 'width', ?)",
                      [("val", 0, 1, "1 cm"), ("val", 1, 1, None), ("test", 0, 2, None), ("test", 1, 3, None)])
-    conn.execute("UPDATE jobs SET state = 'failed', last_error = 'http 404' WHERE item_id IN (1, 2)")
-    conn.execute("UPDATE jobs SET state = 'failed', last_error = 'timeout' WHERE item_id = 3")
+    conn.execute("UPDATE jobs SET state = 'failed', last_error = 'connection broke mid-body (received 10 of "
+                 "200 bytes)' WHERE item_id = 1")
+    conn.execute("UPDATE jobs SET state = 'failed', last_error = 'connection broke mid-body: 3 of 9 bytes' "
+                 "WHERE item_id = 2")
+    conn.execute("UPDATE jobs SET state = 'failed', last_error = 'http 404' WHERE item_id = 3")
     conn.execute("INSERT INTO predictions(sample_id, source, prediction, created_at) VALUES (1, 'rules', '', 0), "
                  "(2, 'rules', '2 cm', 0), (2, 'm', '3 cm', 0)")
     conn.execute("DELETE FROM samples WHERE split = 'test'")  # a split with no samples left is not shown
@@ -193,8 +196,10 @@ def test_status_reads_the_kept_counts(tmp_path: Path) -> None:
     summary = asyncio.run(go())
     assert summary["splits"] == [{"split": "val", "samples": 2, "images": 1, "labelled": 1}]
     assert summary["stages"]["fetch"] == {"failed": 3, "pending": 1}
-    assert summary["failures"] == [{"stage": "fetch", "error": "http 404", "n": 2},
-                                   {"stage": "fetch", "error": "timeout", "n": 1}]
+    # one cause, whatever the byte counts (each message its own line before); statuses stay apart
+    assert [(f["stage"], f["cause"], f["n"]) for f in summary["failures"]] == [
+        ("fetch", "connection broke mid-body", 2), ("fetch", "http 404", 1)]
+    assert summary["failures"][0]["error"].startswith("connection broke mid-body")
     assert summary["predictions"] == [{"source": "m", "n": 1, "answered": 1},
                                       {"source": "rules", "n": 2, "answered": 1}]
 

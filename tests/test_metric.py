@@ -135,3 +135,16 @@ def test_eval_scores_strictly_against_the_raw_label_and_records_the_weighted_f1(
     text = amlc(tmp_path, "eval", "--split", "val").output
     assert "all, weighted to the test mix" in text
     assert text.splitlines()[-2].endswith("amlc report --split val") and text.splitlines()[-1].startswith("f1=")
+
+
+@pytest.mark.parametrize("error,cause", [
+    ("connection broke mid-body (received 10 of 200 bytes)", "connection broke mid-body"),
+    ("timeout after 5s reading /mnt/photos/a b/x.jpg", "timeout after Ns reading PATH"),
+    ("http 404", "http 404"), ("http 503", "http 503"),
+    ("not an image: text/html, 1234 bytes", "not an image"),
+    ("decompression bomb: 20000x20000 = 400000000 pixels", "decompression bomb"),
+    ("no such file '/x/y.jpg'", "no such file '...'"),
+])
+def test_failures_are_counted_by_cause(error, cause):
+    from amlc.faults import failure_cause
+    assert failure_cause(error) == cause

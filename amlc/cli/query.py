@@ -41,8 +41,8 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
         console.print(_table("predictions", ["source", "rows", "answered"],
                              [[p["source"], p["n"], p["answered"]] for p in summary["predictions"]]))
     if summary["failures"]:
-        console.print(_table("commonest failures", ["stage", "count", "reason"],
-                             [[f["stage"], f["n"], f["error"]] for f in summary["failures"]]))
+        console.print(_table("commonest failures", ["stage", "count", "cause", "for example"],
+                             [[f["stage"], f["n"], f["cause"], f["error"]] for f in summary["failures"]]))
 
 
 @click.command("show")
