@@ -51,11 +51,17 @@ async def open_writer(path: Path) -> aiosqlite.Connection:
     return conn
 
 
+def read_only_uri(path: str | Path) -> str:
+    """The SQLite URI that opens `path` read-only. The path is percent-encoded, so a folder
+    named with '?' or '#' cannot end the file name early and open another file read-write."""
+    return Path(path).resolve().as_uri() + "?mode=ro"
+
+
 async def open_reader(path: Path) -> aiosqlite.Connection:
     """A read-only connection: it cannot change the store, whatever SQL it runs."""
     if not path.exists():
         raise StoreError(f"no store at {path}: run `amlc ingest` first (or pass --workdir)")
-    conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
+    conn = await aiosqlite.connect(read_only_uri(path), uri=True)
     try:
         await _configure(conn)
         await check_version(conn)

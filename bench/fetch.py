@@ -39,6 +39,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from amlc.store import read_only_uri
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT.parent / "shared" / "data" / "test_images"
 BARE_CONCURRENCY = 128
@@ -225,7 +227,7 @@ def run_amlc(label: str, flags: list[str], links: list[str], work: Path) -> Resu
 
 def stored_images(workdir: Path) -> tuple[int, list[str]]:
     """Fetched images whose file exists, and the fetch jobs that did not end done."""
-    with sqlite3.connect(f"file:{workdir / 'amlc.db'}?mode=ro", uri=True) as conn:
+    with sqlite3.connect(read_only_uri(workdir / 'amlc.db'), uri=True) as conn:
         paths = [r[0] for r in conn.execute(
             "SELECT i.path FROM images i JOIN jobs j ON j.stage = 'fetch' AND j.item_id = i.id "
             "WHERE j.state = 'done' AND i.path IS NOT NULL")]

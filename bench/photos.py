@@ -40,6 +40,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from amlc.store import read_only_uri  # noqa: E402
 from amlc.extract.baseline import truth_in_text  # noqa: E402
 from amlc.extract.data import (DIM_PHOTOS_CSV, DIM_PHOTOS_SPLIT, SHARED_DATA, TextRow,  # noqa: E402
                                in_validation, read_store_rows)
@@ -95,7 +96,7 @@ def run_setting(work: Path, name: str, halves: dict[str, Path], nice: int, image
 
 def ocr_seconds(workdir: Path) -> tuple[int, float]:
     """Images OCR'd, and the engine's mean seconds per image as the store records them."""
-    with closing(sqlite3.connect(f"file:{workdir / 'amlc.db'}?mode=ro", uri=True)) as conn:
+    with closing(sqlite3.connect(read_only_uri(workdir / 'amlc.db'), uri=True)) as conn:
         n, total = conn.execute("SELECT count(*), sum(seconds) FROM ocr_results").fetchone()
     return n, (total or 0.0) / max(n, 1)
 
@@ -184,7 +185,7 @@ FIXTURE_PER_ENTITY = 3
 def write_fixture(workdir: Path, out: Path) -> None:
     """Validation rows (never learned from) with their stored OCR, a few per entity."""
     taken: dict[str, int] = {}
-    with closing(sqlite3.connect(f"file:{workdir / 'amlc.db'}?mode=ro", uri=True)) as conn, \
+    with closing(sqlite3.connect(read_only_uri(workdir / 'amlc.db'), uri=True)) as conn, \
             open(out, "w", encoding="utf-8") as handle:
         for idx, link, group, entity, label, lines in conn.execute("""
                 SELECT s.idx, i.link, s.group_id, s.entity, s.raw_label, o.lines FROM samples s

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from amlc.store import read_only_uri
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TEST_IMAGES = DATA / "test_images"
@@ -117,7 +119,7 @@ def copy_store(template: Path, into: Path) -> Path:
 
 
 def store_rows(workdir: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    with sqlite3.connect(f"file:{workdir / 'amlc.db'}?mode=ro", uri=True) as con:
+    with sqlite3.connect(read_only_uri(workdir / 'amlc.db'), uri=True) as con:
         return con.execute(sql, params).fetchall()
 
 

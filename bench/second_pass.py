@@ -24,6 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from amlc.store import read_only_uri  # noqa: E402
 from amlc.extract.baseline import truth_in_text  # noqa: E402
 from amlc.extract.data import SHARED_DATA, TextRow, in_validation, read_store_rows  # noqa: E402
 from amlc.ocr import load_engine  # noqa: E402
@@ -69,7 +70,7 @@ def print_second_pass(workdir: Path, photos: Path, below: float = 0.9, scale: fl
     from contextlib import closing
     rows = read_store_rows(workdir / "amlc.db")
     images = len({r.image_link for r in rows})
-    with closing(sqlite3.connect(f"file:{workdir / 'amlc.db'}?mode=ro", uri=True)) as conn:
+    with closing(sqlite3.connect(read_only_uri(workdir / 'amlc.db'), uri=True)) as conn:
         first_pass = conn.execute("SELECT avg(seconds) FROM ocr_results").fetchone()[0]
     before = ceiling(rows)
     print(f"second pass on {workdir.name}: lines with a digit read below {below}, cropped, upscaled x{scale}; "

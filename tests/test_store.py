@@ -1,3 +1,4 @@
+import json
 import asyncio
 import shutil
 import sqlite3
@@ -248,3 +249,24 @@ def test_no_two_modules_import_each_other():
     edges = {name: _imports(path, name, set(files)) for name, path in files.items()}
     assert edges["amlc.demo.run"] >= {"amlc.demo.llm_steps", "amlc.demo.sizes"}   # the walk sees imports
     assert [(a, b) for a, deps in edges.items() for b in deps if a < b and a in edges[b]] == []
+
+
+def test_a_work_folder_named_with_query_characters_is_read_where_it_is(tmp_path):
+    """'?' and '#' in the folder's path would end an unescaped URI's file name early: the
+    read-only connection then opened (and created) another file, read-write."""
+    work = tmp_path / "runs?mode=rwc#1"
+    csv_path = tmp_path / "test.csv"
+    csv_path.write_text("index,image_link,group_id,entity_name\n0,https://x.test/a.jpg,1,width\n")
+    amlc(work, "ingest", str(csv_path), "--split", "test")
+    status = json.loads(amlc(work, "status", "--json").output)
+    assert status["splits"] == [{"split": "test", "samples": 1, "images": 1, "labelled": 0}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs?mode=rwc#1", "test.csv"]   # no stray store
+
+    async def write_through_reader():
+        reader = await open_reader(work / "amlc.db")
+        try:
+            await reader.execute("DELETE FROM samples")
+        finally:
+            await reader.close()
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        asyncio.run(write_through_reader())

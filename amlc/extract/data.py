@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 from ..ocr.base import OcrLine, OcrResult
+from ..store import read_only_uri
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 OCR_LABELED = SHARED_DATA / "ocr_labeled.csv"
@@ -70,7 +71,7 @@ def read_store_rows(store: str | Path, engine: str = "rapidocr", splits: Sequenc
     """The labelled, OCR'd samples of a store (a work folder's amlc.db), with their lines as
     `amlc run` read them: what the extractor sees live."""
     where = f"AND s.split IN ({','.join('?' * len(splits))})" if splits else ""
-    with closing(sqlite3.connect(f"file:{Path(store).resolve()}?mode=ro", uri=True)) as conn:
+    with closing(sqlite3.connect(read_only_uri(store), uri=True)) as conn:
         found = conn.execute(STORE_ROWS_SQL.format(where=where), (engine, *splits)).fetchall()
     rows = []
     for entity, label, group, link, lines_json, split in found:

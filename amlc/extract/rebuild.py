@@ -24,6 +24,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Sequence
 
+from ..store import read_only_uri
 from .choose import DEFAULT_MODEL, DEFAULT_PRIORS, MODEL_DIR
 from .data import DIM_PHOTOS_CSV, DIM_PHOTOS_SPLIT, OCR_LABELED, PHOTOS_CSV, SHARED_DATA, TRAIN_CSV, in_validation
 from .fit import train
@@ -68,7 +69,7 @@ def ocr_complete(workdir: Path) -> bool:
     store = workdir / "amlc.db"
     if not store.exists():
         return False
-    with closing(sqlite3.connect(f"file:{store.resolve().as_posix()}?mode=ro", uri=True)) as conn:
+    with closing(sqlite3.connect(read_only_uri(store), uri=True)) as conn:
         left = conn.execute("SELECT count(*) FROM jobs WHERE stage IN ('fetch', 'ocr', 'extract') "
                             "AND state != 'done'").fetchone()[0]
         done = conn.execute("SELECT count(*) FROM ocr_results").fetchone()[0]
