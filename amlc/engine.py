@@ -165,8 +165,9 @@ class Engine:
         except Exception as exc:
             if is_fatal(exc):  # no item's fault: stop the run rather than burn every budget
                 raise
-            reason = describe(exc)  # a bug or a broken input: on the row
-            return [Outcome(item, error=reason, retryable=True) for item, _ in batch]
+            if len(batch) > 1:  # find the row at fault: each alone, so only it pays
+                return [outcome for task in batch for outcome in await self._process(stage, [task])]
+            return [Outcome(batch[0][0], error=describe(exc), retryable=True)]  # a bug or a broken input
 
     def _record(self, stage: Stage, outcomes: list[Outcome]) -> None:
         stats = self.stats[stage.name]

@@ -148,3 +148,30 @@ def test_real_test_images_end_to_end_give_answers_our_checker_passes(tmp_path, i
     amlc(tmp_path, "export", str(out), "--split", "test")
     result = amlc_json(tmp_path, "check", str(out), "--against", str(subset))
     assert result["ok"] and result["rows"] == len(rows) and result["answered"] > 0
+
+
+def test_a_row_that_raises_fails_alone_and_the_rest_of_its_batch_is_done(tmp_path):
+    """Six samples in one extract batch; one image's stored OCR is not readable JSON. Only its
+    sample fails, with its own error; the other five are answered in the same run."""
+    import json
+    import time
+
+    from store_helpers import execute
+    rows = [[i, f"https://x.test/{i}.jpg", 1, "item_weight"] for i in range(6)]
+    amlc(tmp_path, "ingest", str(write_csv(tmp_path / "t.csv", ["index", "image_link", "group_id", "entity_name"],
+                                           rows)), "--split", "test")
+    store = tmp_path / "amlc.db"
+    lines = json.dumps({"engine": "rapidocr", "lines": [{"text": "NET WT 250g", "confidence": 0.99,
+                                                         "box": [[0, 0], [9, 0], [9, 9], [0, 9]]}]})
+    execute(store, "INSERT INTO ocr_results(image_id, engine, lines, text, preprocess, created_at) "
+                   "SELECT id, 'rapidocr', ?, 'NET WT 250g', '{}', ? FROM images WHERE link = ?",
+            [(lines if i != 3 else '{"lines": [', time.time(), f"https://x.test/{i}.jpg") for i in range(6)])
+    execute(store, "UPDATE jobs SET state = 'done' WHERE stage = 'fetch'", [()])   # makes the OCR jobs
+    execute(store, "UPDATE jobs SET state = 'done' WHERE stage = 'ocr'", [()])     # makes the extract jobs
+    amlc(tmp_path, "run", "--stages", "extract", "--exit-when-done", "--no-dashboard", "--max-attempts", "1")
+    states = dict(query(store, "SELECT s.idx, j.state || ' ' || coalesce(j.last_error, '') FROM jobs j "
+                               "JOIN samples s ON s.id = j.item_id WHERE j.stage = 'extract'"))
+    assert {idx: state.split()[0] for idx, state in states.items()} == {
+        0: "done", 1: "done", 2: "done", 3: "failed", 4: "done", 5: "done"}
+    assert "JSONDecodeError" in states[3]
+    assert query(store, "SELECT count(*) FROM predictions WHERE prediction IN ('250 gram', '250.0 gram')") == [(5,)]
