@@ -438,3 +438,15 @@ def test_a_drawing_reads_its_upright_length_as_the_height_and_the_bottom_one_as_
     for entity, written in (("height", height), ("width", width)):
         value, unit = written.split()
         assert extractor.predict(entity, lines).text() == f"{value}.0 {'centimetre' if unit == 'cm' else 'inch'}"
+
+
+@needs_data
+def test_the_shipped_ranker_records_the_inputs_and_outputs_of_its_rebuild():
+    """provenance.json (written by python -m amlc.extract.rebuild) names the shared files the
+    shipped model.json and priors.json were rebuilt from, and those very files."""
+    from amlc.extract.choose import DEFAULT_MODEL, DEFAULT_PRIORS
+    from amlc.extract.rebuild import INPUTS, PROVENANCE, sha256_of
+    provenance = json.loads(PROVENANCE.read_text(encoding="utf-8"))
+    assert provenance["inputs"] == {name: sha256_of(path) for name, path in INPUTS.items()}
+    assert provenance["outputs"] == {"model.json": sha256_of(DEFAULT_MODEL), "priors.json": sha256_of(DEFAULT_PRIORS)}
+    assert provenance["ocr"]["amlc_run_flags"] == ["--ocr-max-side", "1280", "--ocr-reread-below", "0.9"]
