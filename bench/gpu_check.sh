@@ -19,7 +19,7 @@
 # and one table at the end: items/s (steady rate, from the store's timestamps, start-up left
 # out), peak GPU memory (nvidia-smi, 4 samples a second), agreement with the CPU answers.
 #
-# Settings (environment): AMLC_DATA (default ../shared/data), OUT (default /tmp/amlc-gpu-check),
+# Settings (environment): AMLC_DATA (default ../shared/data), OUT (default amlc-work/gpu-check),
 # PYTHON (default python3), STEPS (LoRA steps, default 20), AMLC_WHEELS (a folder of wheels and
 # sdists to install from instead of the index: pip --no-index --find-links), LLM_BENCH=1 and
 # LLM_BASE (the whole LLM recipe with Unsloth at the end; see that step).
@@ -29,7 +29,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 DATA="$(cd "${AMLC_DATA:-$root/../shared/data}" && pwd)"
-OUT="${OUT:-/tmp/amlc-gpu-check}"
+OUT="${OUT:-$root/amlc-work/gpu-check}"
 PYTHON="${PYTHON:-python3}"
 STEPS="${STEPS:-20}"
 VENV="$OUT/venv"
