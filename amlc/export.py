@@ -140,13 +140,14 @@ def render_submission(answers: Sequence[Answered]) -> str:
     return buffer.getvalue()
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, data: str | bytes) -> None:
     """A reader sees the old file or the whole new one, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
+        text = {"mode": "w", "newline": "", "encoding": "utf-8"}
+        with os.fdopen(fd, **({"mode": "wb"} if isinstance(data, bytes) else text)) as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

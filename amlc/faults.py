@@ -68,7 +68,9 @@ def describe_fatal(exc: BaseException, where: str, root: Path | None = None) -> 
     if isinstance(exc, OSError) and exc.errno == errno.EROFS:
         return f"{folder} is on a read-only file system: remount it writable and run again; {NOTHING_LOST}"
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
-        return (f"the store in {folder} stayed locked by another program past the busy timeout: "
+        waited = getattr(exc, "waited", None)
+        how_long = f"for {waited:.0f} s (--store-wait)" if waited is not None else "past the busy timeout"
+        return (f"the store in {folder} stayed locked by another program {how_long}: "
                 f"close whatever else writes amlc.db and run again; {NOTHING_LOST}")
     if isinstance(exc, sqlite3.Error):
         return (f"the store in {folder} could not be written ({type(exc).__name__}: {text}); "

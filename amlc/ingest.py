@@ -5,7 +5,9 @@ changes nothing but labels: a labelled file ingested again updates the labels th
 counts them. Bad rows (an unknown entity, a stray quote, a field over the csv module's limit, a
 link that is not http(s) without --local-images) are reported with their line number, stored in
 `rejects`, and never stop the rest. A file that is not UTF-8 is refused whole, naming the offset
-of its first bad byte; the whole file is one transaction.
+of its first bad byte (checked before anything is written). Rows are committed every BATCH, so
+a daemon writing beside a long ingest waits for one batch, not for the whole file; an ingest
+stopped part-way is completed by running it again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import aiosqlite
 
@@ -256,14 +258,20 @@ async def _changed_labels(conn: aiosqlite.Connection, split: str, samples: list[
             and old[:2] == (s.entity, s.link) and old[2:] != (s.label, s.raw_label, s.label_error)]
 
 
+Progress = Callable[[int], None]   # called with the rows read so far after each committed batch
+
+
 async def ingest(conn: aiosqlite.Connection, path: Path, split: str,
-                 local_root: Path | None = None) -> IngestReport:
-    """Ingest one CSV into `split` as one transaction; links that are not http(s) are accepted
-    only as regular files inside `local_root`. On an error nothing of the file is kept."""
+                 local_root: Path | None = None, progress: Progress | None = None) -> IngestReport:
+    """Ingest one CSV into `split`, committing every BATCH rows; links that are not http(s)
+    are accepted only as regular files inside `local_root`. A file that is not UTF-8 is refused
+    before anything is written; on another error the batches committed stay (ingesting the
+    file again completes it)."""
     config = {"file": str(path), "split": split, "local_images": local_root and str(local_root)}
     run_id = await start_run(conn, "ingest", json.dumps(config))
     try:
-        report = await _ingest(conn, path, split, local_root)
+        _check_text(path)
+        report = await _ingest(conn, path, split, local_root, progress or (lambda rows: None))
     except BaseException as exc:
         await conn.rollback()
         await finish_run(conn, run_id, json.dumps({"error": str(exc)}), status="failed")
@@ -272,7 +280,15 @@ async def ingest(conn: aiosqlite.Connection, path: Path, split: str,
     return report
 
 
-async def _ingest(conn: aiosqlite.Connection, path: Path, split: str, local_root: Path | None) -> IngestReport:
+def _check_text(path: Path) -> None:
+    """Refuse a file that is not UTF-8 before any of it is written (a quick pass over its bytes)."""
+    with open(path, "rb") as handle:
+        for _ in _decoded(handle, path):
+            pass
+
+
+async def _ingest(conn: aiosqlite.Connection, path: Path, split: str, local_root: Path | None,
+                  progress: Progress) -> IngestReport:
     report = IngestReport(str(path), split)
     started = time.perf_counter()
     await conn.execute(CLEAR_REJECTS, (split, path.name))
@@ -290,10 +306,13 @@ async def _ingest(conn: aiosqlite.Connection, path: Path, split: str, local_root
             report.unusable_labels += item.label_error is not None
         if len(samples) + len(rejects) >= BATCH:
             report.labels_changed += await _write_batch(conn, split, path.name, samples, rejects)
+            await conn.commit()   # writers beside the ingest (amlc run) wait for a batch, not the file
+            progress(report.rows)
             samples, rejects = [], []
     report.labels_changed += await _write_batch(conn, split, path.name, samples, rejects)
     report.inserted = await _count(conn, split) - stored_before
     await conn.commit()
+    progress(report.rows)
     report.already_present = report.rows - report.rejected - report.inserted
     report.seconds = time.perf_counter() - started
     return report

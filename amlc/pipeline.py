@@ -20,7 +20,7 @@ from .startup import settle_store
 from .runlock import RunLock
 from .store import open_reader, open_writer
 from .workdir import Workdir
-from .writer import BatchWriter
+from .writer import STORE_WAIT, BatchWriter
 
 ALL_STAGES = ("fetch", "ocr", "extract", "predict")  # predict runs only with a model
 
@@ -46,6 +46,7 @@ class RunConfig:
     backoff_base: float = 2.0        # seconds before a failed item is retried; doubles per try
     lease_seconds: float = 600.0     # a claim older than this belongs to a dead worker
     poll_seconds: float = 1.0        # how often idle stages look for newly ingested rows
+    store_wait: float = STORE_WAIT   # seconds a store another program writes is waited for
     fetch_options: dict[str, Any] = field(default_factory=dict)  # extra FetchConfig fields
     local_images: Path | None = None # a folder of images already downloaded, named as in the links
     model: Path | None = None        # a GGUF model for the predict stage
@@ -146,7 +147,7 @@ async def run_pipeline(workdir: Workdir, config: RunConfig) -> RunResult:
                                config.ocr_engine if "ocr" in config.stages else None)
             reader = await open_reader(workdir.store)
             stack.push_async_callback(reader.close)
-            writer = await stack.enter_async_context(BatchWriter(conn))
+            writer = await stack.enter_async_context(BatchWriter(conn, store_wait=config.store_wait))
             engine = Engine(await _build_stages(config, workdir, stack), writer, reader,
                             config.lease_seconds, config.poll_seconds, workdir.root)
             live = config.dashboard and sys.stderr.isatty()

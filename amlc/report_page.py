@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,7 +19,7 @@ from typing import Any, Sequence
 
 import aiosqlite
 
-from .export import best_answers
+from .export import best_answers, write_atomically
 from .extract import Extractor
 from .extract.baseline import truth_in_text
 from .metric import Report, error_kind, format_report, score
@@ -289,12 +288,6 @@ def render_page(split: str, rows: Sequence[RowView], per_kind: int) -> str:
     return "".join(parts)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def page_facts(rows: Sequence[RowView]) -> dict[str, Any]:
     """What the page holds, for --json."""
     return {"rows": len(rows), "kinds": dict(Counter(r.kind for r in rows)),
@@ -318,7 +311,5 @@ def draw_row(row: RowView, out: Path) -> None:
         draw.polygon([tuple(p) for p in row.chosen_box], outline=CHOSEN_COLOUR, width=max(2, side // 120))
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, out)
+    write_atomically(out, buffer.getvalue())
 

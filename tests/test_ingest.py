@@ -183,3 +183,39 @@ def test_every_command_on_a_store_from_a_newer_amlc_says_upgrade(tmp_path):
         assert result.exit_code == 1, command
         assert re.search(r"this store was written by a newer amlc \(schema 9999 > \d+\): upgrade amlc",
                          result.output), (command, result.output)
+
+
+def test_a_long_ingest_commits_in_batches_that_other_connections_see(tmp_path, monkeypatch):
+    """A writer beside the ingest (amlc run) waits for one batch, not for the whole file."""
+    import asyncio
+    import sqlite3
+
+    from amlc import ingest as ingest_module
+    from amlc.store import open_writer
+    monkeypatch.setattr(ingest_module, "BATCH", 10)
+    path = write_csv(tmp_path / "t.csv", REQUIRED_HEADER, [[i, LINK.format(i), 1, "width"] for i in range(35)])
+    seen = []
+
+    def progress(rows: int) -> None:   # another connection, as amlc status or the daemon would see it
+        with sqlite3.connect(tmp_path / "amlc.db") as other:
+            seen.append((rows, other.execute("SELECT count(*) FROM samples").fetchone()[0]))
+
+    async def go():
+        conn = await open_writer(tmp_path / "amlc.db")
+        try:
+            return await ingest_module.ingest(conn, path, "t", progress=progress)
+        finally:
+            await conn.close()
+    report = asyncio.run(go())
+    assert report.inserted == 35 and seen == [(10, 10), (20, 20), (30, 30), (35, 35)]
+
+
+def test_a_file_not_utf8_late_in_it_stores_nothing_even_past_a_batch(tmp_path, monkeypatch):
+    from amlc import ingest as ingest_module
+    monkeypatch.setattr(ingest_module, "BATCH", 2)
+    rows = "".join(f"{i},{LINK.format(i)},1,width\n" for i in range(9)).encode()
+    path = tmp_path / "late.csv"
+    path.write_bytes((",".join(REQUIRED_HEADER) + "\n").encode() + rows + b"9,caf\xe9,1,width\n")
+    result = amlc(tmp_path, "ingest", str(path), "--split", "t", ok=False)
+    assert result.exit_code == 1 and "is not UTF-8 text" in result.output
+    assert query(tmp_path / "amlc.db", "SELECT count(*) FROM samples") == [(0,)]

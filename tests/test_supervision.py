@@ -149,7 +149,7 @@ def test_a_store_locked_past_the_busy_timeout_stops_the_run_and_says_so(tmp_path
         image_server.add_fault(f"/images/I/{name}", "slow")
     ingest(tmp_path, image_server, IMAGES[140:142])
     blocker = sqlite3.connect(tmp_path / "amlc.db", timeout=10)
-    daemon = start_run(tmp_path, "--stages", "fetch", "--exit-when-done")
+    daemon = start_run(tmp_path, "--stages", "fetch", "--exit-when-done", "--store-wait", "1")
     try:
         wait_for(tmp_path / "amlc.db", "SELECT count(*) FROM jobs WHERE state = 'leased'", 1)
         blocker.execute("BEGIN EXCLUSIVE")  # another program holds the store
@@ -158,7 +158,28 @@ def test_a_store_locked_past_the_busy_timeout_stops_the_run_and_says_so(tmp_path
         blocker.rollback()
         blocker.close()
     assert daemon.returncode == 1, output
-    assert "stayed locked by another program" in output, output
+    assert "stayed locked by another program for" in output and "(--store-wait)" in output, output
+
+
+def test_a_store_another_program_writes_is_waited_for_not_a_fault(tmp_path, image_server):
+    """Another writer holds the store past SQLite's 10 s busy timeout (an ingest of a large
+    file, say), then lets go: the run waits, finishes its work and says how long it waited."""
+    import time
+    for name in IMAGES[143:145]:  # slow answers: the lock is taken while the downloads are leased
+        image_server.add_fault(f"/images/I/{name}", "slow")
+    ingest(tmp_path, image_server, IMAGES[143:145])
+    blocker = sqlite3.connect(tmp_path / "amlc.db", timeout=10)
+    daemon = start_run(tmp_path, "--stages", "fetch", "--exit-when-done")
+    try:
+        wait_for(tmp_path / "amlc.db", "SELECT count(*) FROM jobs WHERE state = 'leased'", 1)
+        blocker.execute("BEGIN EXCLUSIVE")
+        time.sleep(12)
+        blocker.rollback()
+        output, _ = daemon.communicate(timeout=90)
+    finally:
+        blocker.close()
+    assert daemon.returncode == 0, output
+    assert "fetch 2 done / 0 failed" in output and "the longest write waited" in output, output
 
 
 def test_the_closing_summary_counts_what_the_store_holds(tmp_path, image_server):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
@@ -21,6 +22,9 @@ source_option = click.option(
     "--source", "sources", multiple=True, metavar="NAME",
     help="Prediction source to prefer (repeatable, in order), e.g. a model name or 'rules'. "
          "Default: the newest model answer, else the rules' answer.")
+
+
+PROGRESS_EVERY = 2.0   # seconds between an ingest's progress lines
 
 
 @click.command("ingest")
@@ -51,9 +55,16 @@ def ingest_command(ctx: click.Context, csv_file: Path, split: str, local_root: P
       amlc ingest ../shared/data/test.csv --split test
       amlc ingest mine.csv --split val --local-images ~/photos   # file:// links into ~/photos
     """
+    said = [time.monotonic()]
+
+    def progress(rows: int) -> None:   # a line every few seconds on a long file (not for --json)
+        if not as_json and time.monotonic() - said[0] >= PROGRESS_EVERY:
+            said[0] = time.monotonic()
+            click.echo(f"ingest: {rows:,} rows read and stored", err=True)
+
     try:
         report = run_async(lambda: using_store(workdir(ctx).store,
-                                               lambda conn: ingest(conn, csv_file, split, local_root),
+                                               lambda conn: ingest(conn, csv_file, split, local_root, progress),
                                                write=True))
     except IngestError as exc:
         raise click.ClickException(str(exc)) from None

@@ -102,6 +102,9 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.option("--min-free-mb", default=64.0, show_default=True,
               help="Stop downloading, with the cause, when the work folder's disk has less than "
                    "this many MB free: the store keeps room to record every image already fetched.")
+@click.option("--store-wait", default=300.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds to wait while another program (an `amlc ingest` beside the run) holds "
+                   "the store's write lock before the run stops with that cause.")
 @click.option("--fetch-retries", default=4, show_default=True,
               help="Quick retries inside one download attempt (transient HTTP errors, timeouts).")
 @click.option("--ocr-engine", type=click.Choice(["rapidocr", "paddleocr"]), default="rapidocr", show_default=True,
@@ -133,7 +136,8 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 @click.pass_context
 def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: bool, no_dashboard: bool,
                 log_every: float, concurrency: int, per_host: int, timeout: float,
-                local_images: Path | None, min_free_mb: float, fetch_retries: int, ocr_engine: str,
+                local_images: Path | None, min_free_mb: float, store_wait: float, fetch_retries: int,
+                ocr_engine: str,
                 ocr_batch: int | None,
                 ocr_device: str, ocr_max_side: int, ocr_autocontrast: bool,
                 ocr_reread_below: float, max_attempts: int,
@@ -163,7 +167,7 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                        ocr_workers=ocr_workers,
                        max_attempts=max_attempts, backoff_base=backoff,
                        fetch_options={"retries": fetch_retries, "min_free_bytes": int(min_free_mb * 1e6)},
-                       local_images=local_images,
+                       local_images=local_images, store_wait=store_wait,
                        model=model, llm_workers=llm_workers, llm_batch=llm_batch, gpu_layers=gpu_layers)
     config = with_ray(config, ray_address, ocr_gpus, llm_gpus)
     if retry_failed:
@@ -213,6 +217,10 @@ def _run(ctx: click.Context, config: RunConfig) -> None:
         console.print("stopped at once; finished work is in the store")
         raise SystemExit(130) from None
     console.print(f"the store now holds: {_held(result)}", markup=False, highlight=False, soft_wrap=True)
+    waited = result.engine.writer.longest_wait
+    if waited >= SAY_WAIT:
+        console.print(f"the longest write waited {waited:.1f} s for the store (another program was writing it)",
+                      markup=False, highlight=False)
     if result.fatal is not None:
         error = result.engine.fatal_error
         if error is not None and not is_fatal(error):  # a bug: the traceback helps fix it
@@ -220,6 +228,9 @@ def _run(ctx: click.Context, config: RunConfig) -> None:
         console.print(f"[bold red]amlc run stopped:[/] {result.fatal}", highlight=False, soft_wrap=True)
         raise SystemExit(1)
     console.print("run finished")
+
+
+SAY_WAIT = 1.0   # a write that waited this many seconds for the store is worth a line
 
 
 def _held(result: RunResult) -> str:

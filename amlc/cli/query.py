@@ -119,7 +119,8 @@ def report_command(ctx: click.Context, split: str, out: Path | None, per_kind: i
       amlc report --split photos-val
       amlc report --split test --out test-report.html --per-kind 200
     """
-    from ..report_page import load_rows, page_facts, render_page, write_atomically
+    from ..export import write_atomically
+    from ..report_page import load_rows, page_facts, render_page
     work = workdir(ctx)
     rows = run_async(lambda: using_store(work.store, lambda conn: load_rows(conn, split, work.root)))
     if not rows:
