@@ -13,6 +13,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from .workers.process import WorkerStartError
+
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 NOTHING_LOST = "nothing done so far is lost"
 
@@ -48,7 +50,10 @@ class DiskNearlyFull(OSError):
 
 
 def is_fatal(exc: BaseException) -> bool:
-    """Whether `exc` says the machine or the store is unusable, not that one item is bad."""
+    """Whether `exc` says the machine, the store or the workers are unusable, not that one item
+    is bad."""
+    if isinstance(exc, WorkerStartError):
+        return True
     if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS | {errno.EFBIG, errno.EROFS}:
         return True
     return isinstance(exc, sqlite3.Error)
@@ -72,6 +77,8 @@ def describe_fatal(exc: BaseException, where: str, root: Path | None = None) -> 
         how_long = f"for {waited:.0f} s (--store-wait)" if waited is not None else "past the busy timeout"
         return (f"the store in {folder} stayed locked by another program {how_long}: "
                 f"close whatever else writes amlc.db and run again; {NOTHING_LOST}")
+    if isinstance(exc, WorkerStartError):
+        return f"{text}: fix the cause and run again; {NOTHING_LOST}"
     if isinstance(exc, sqlite3.Error):
         return (f"the store in {folder} could not be written ({type(exc).__name__}: {text}); "
                 f"check the disk, then run again; {NOTHING_LOST}")

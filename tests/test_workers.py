@@ -136,3 +136,21 @@ def test_an_image_that_kills_its_worker_fails_alone_after_its_budget(tmp_path, i
     assert error.startswith(DIED) and "exit code 70" in error
     # its batch-mates were re-run one by one in fresh workers: done, at their first attempt
     assert set(jobs.values()) == {("done", 1, None)}
+
+
+def test_a_worker_that_cannot_start_again_stops_the_run_with_its_cause(tmp_path: Path, image_server,
+                                                                       monkeypatch) -> None:
+    """The only OCR worker dies on one image, and its replacements cannot start (test hooks:
+    a worker may start once; it dies on the poison image). After MAX_START_FAILURES failed
+    starts in a row the run stops and says why, instead of charging every later image a try."""
+    from amlc.workers.process import MAX_START_FAILURES, TEST_START_ONCE_ENV
+    paths = real_images(8, stride=37)
+    monkeypatch.setenv(TEST_EXIT_ENV, hashlib.sha256(paths[1].read_bytes()).hexdigest())
+    monkeypatch.setenv(TEST_START_ONCE_ENV, str(tmp_path / "started-once"))
+    ingest_images(tmp_path, image_server, paths)
+    result = amlc(tmp_path, *RUN, "--ocr-workers", "1", "--ocr-batch", "1", ok=False)
+    assert result.exit_code == 1, result.output
+    assert "worker could not start" in result.output and "may start only once" in result.output
+    assert f"{MAX_START_FAILURES} starts in a row failed" in result.output
+    charged = [job for job in ocr_jobs(tmp_path / "amlc.db").values() if job[2] and "could not start" in job[2]]
+    assert len(charged) <= MAX_START_FAILURES - 1   # before: every image left, at every try

@@ -23,10 +23,18 @@ from .base import DIED, BatchFailed, Handler, WorkerSpec, WorkerStats, describe,
 START_TIMEOUT = 900.0  # seconds for a worker to load its engine (a large GGUF from a cold disk)
 STOP_TIMEOUT = 5.0
 TEST_EXIT_ENV = "AMLC_TEST_WORKER_EXIT_ON"
+TEST_START_ONCE_ENV = "AMLC_TEST_WORKER_START_ONCE"   # test-only: a file; workers start once only
+MAX_START_FAILURES = 3  # starts of one worker in a row that fail before the pool gives up (the run stops)
 
 
 class WorkerStartError(RuntimeError):
-    """A worker could not build its engine (the child's exception, as text)."""
+    """A worker could not build its engine (the child's exception, as text). Raised while a run
+    works (a replacement failed MAX_START_FAILURES times in a row), it stops the run: no input
+    is at fault, so none should pay a try for it."""
+
+
+def gave_up_starting(why: str, failures: int) -> WorkerStartError:
+    return WorkerStartError(f"{why} ({failures} starts in a row failed, so the pool gave up)")
 
 
 class ProcessPool:
@@ -93,6 +101,7 @@ class _Worker:
         self.state = "starting"
         self.done = 0
         self.restarts = 0
+        self.start_failures = 0  # replacements in a row that could not start
 
     def start(self) -> None:
         parent, child = self._context.Pipe()
@@ -117,7 +126,11 @@ class _Worker:
             try:
                 self.wait_ready()
             except WorkerStartError as exc:
+                self.start_failures += 1
+                if self.start_failures >= MAX_START_FAILURES:
+                    raise gave_up_starting(str(exc), self.start_failures) from None
                 raise BatchFailed(str(exc)) from exc
+            self.start_failures = 0
         assert self._conn is not None
         self.state = "busy"
         try:
@@ -195,6 +208,7 @@ def serve(spec: WorkerSpec, conn: Connection) -> None:
     # Ctrl-C reaches the whole process group; the daemon decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        _fail_if_started_before()
         handler: Handler = spec.build()
     except BaseException as exc:  # noqa: BLE001 - reported to the pool, which refuses to start
         conn.send(("fatal", describe(exc)))
@@ -216,6 +230,17 @@ def serve(spec: WorkerSpec, conn: Connection) -> None:
             conn.send(reply)
         except OSError:  # the daemon died while we worked
             return
+
+
+def _fail_if_started_before() -> None:
+    """Test-only hook: with $AMLC_TEST_WORKER_START_ONCE naming a file, the first worker to start
+    makes it and every later one fails to start, as a worker whose model went away would."""
+    marker = os.environ.get(TEST_START_ONCE_ENV)
+    if marker:
+        try:
+            open(marker, "x").close()
+        except FileExistsError:
+            raise RuntimeError("this worker may start only once (test hook)") from None
 
 
 def _exit_if_asked(batch: list[Any]) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 from . import cores
 from .base import DIED, BatchFailed, Failed, Handler, WorkerSpec, WorkerStats, describe, run_split
-from .process import START_TIMEOUT, WorkerStartError
+from .process import MAX_START_FAILURES, START_TIMEOUT, WorkerStartError, gave_up_starting
 
 # With "0", Ray (on any OS) takes 127.0.0.1 as this node's address and listens there only.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -163,6 +163,7 @@ class _Actor:
         self.done = 0
         self.restarts = 0
         self.broken: str | None = None  # why its last replacement could not start
+        self.start_failures = 0         # replacements in a row that could not start
 
     def start(self) -> None:
         self.handle = _remote_class().options(**self.resources).remote(self.spec)
@@ -199,6 +200,7 @@ class RayPool:
             raise ValueError(f"a Ray pool needs at least one actor, got {actors}")
         self.size = actors
         self._ship = ship
+        self._start_timeout = start_timeout   # for replacements too: a respawn never hangs the pool
         self._respawns: set[asyncio.Task] = set()
         self._actors = [_Actor(spec, resources) for _ in range(actors)]
         for actor in self._actors:
@@ -245,6 +247,9 @@ class RayPool:
         actor = await self._idle.get()
         if actor.broken is not None:  # its replacement could not start: try another one
             why, actor.broken = actor.broken, None
+            actor.start_failures += 1
+            if actor.start_failures >= MAX_START_FAILURES:
+                raise gave_up_starting(why, actor.start_failures)
             self._replace(actor)
             raise BatchFailed(why)
         actor.state, handle, where = "busy", actor.handle, actor.where
@@ -281,11 +286,15 @@ class RayPool:
     async def _respawn(self, actor: _Actor) -> None:
         try:
             actor.start()
-            error = actor.placed(await actor.ready)
+            error = actor.placed(await asyncio.wait_for(actor.ready, self._start_timeout))
+        except asyncio.TimeoutError:
+            error = actor.placed((actor.where, f"not placed and started within {self._start_timeout:.0f} s"))
         except Exception as exc:  # noqa: BLE001 - its node died too, or the head lost Ray
             error = actor.placed((actor.where, describe(exc)))
         if error is not None:
             actor.broken = f"worker on {actor.where} could not start: {error}"
+        else:
+            actor.start_failures = 0
         self._idle.put_nowait(actor)
 
     def stats(self) -> list[WorkerStats]:
