@@ -151,6 +151,15 @@ async def read_local_async(path: Path, root: Path | None, max_bytes: int, second
         raise LocalFileError(f"timeout after {seconds:g}s reading {path}", retryable=True) from None
 
 
+async def is_local_copy_async(path: Path, root: Path, seconds: float) -> bool:
+    """is_local_copy off the event loop, in a daemon thread; a check that does not answer within
+    `seconds` (a hung mount) counts as no local copy."""
+    try:
+        return await asyncio.wait_for(_in_daemon_thread(is_local_copy, path, root), seconds)
+    except asyncio.TimeoutError:
+        return False
+
+
 def _in_daemon_thread(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 import aiosqlite
 
 from .jobs import Claimed, RetryPolicy, done_statement, failure_statement
-from .localfiles import is_local_copy
+from .localfiles import is_local_copy_async
 from .ocr.base import OcrResult
 from .startup import rules_detail
 from .store import fetch_all, id_list
@@ -77,6 +77,9 @@ def refetch(item: Claimed) -> Outcome:
     return Outcome(item, [(sql, (item.item_id,)) for sql in REFETCH_SQL], settles=True)
 
 
+LOCAL_CHECK_SECONDS = 10.0   # a local copy not found within this long is downloaded instead
+
+
 class FetchStage:
     name = "fetch"
     batch = 1
@@ -92,12 +95,13 @@ class FetchStage:
         self.policy = policy
         self.local_dir = local_dir  # images downloaded earlier, named as in their links
 
-    def source(self, link: str) -> str:
+    async def source(self, link: str) -> str:
         """The local copy of a link's image when the user has one (a regular file named as in
-        the link, inside --local-images once symlinks are resolved), else the link itself."""
+        the link, inside --local-images once symlinks are resolved), else the link itself. The
+        check runs off the event loop: the folder may be a mount that hangs."""
         if self.local_dir is not None:
             local = self.local_dir.absolute() / unquote(urlsplit(link).path).rsplit("/", 1)[-1]
-            if is_local_copy(local, self.local_dir):
+            if await is_local_copy_async(local, self.local_dir, LOCAL_CHECK_SECONDS):
                 return str(local)
         return link
 
@@ -110,7 +114,7 @@ class FetchStage:
         return [await self._one(item, link) for item, link in tasks]
 
     async def _one(self, item: Claimed, link: str) -> Outcome:
-        got = await self.fetcher.fetch(self.source(link))
+        got = await self.fetcher.fetch(await self.source(link))
         if got.error:
             return Outcome(item, error=got.error, retryable=got.retryable)
         record = ("UPDATE images SET path = ?, sha256 = ?, width = ?, height = ?, size = ? WHERE id = ?",

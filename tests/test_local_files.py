@@ -203,3 +203,39 @@ def test_a_relative_local_images_folder_serves_both_kinds_of_link(tmp_path: Path
     assert sorted(query(store, "SELECT sha256 FROM images")) == sorted(
         (hashlib.sha256(src.read_bytes()).hexdigest(),) for src in REAL[3:5])
     assert sum(image_server.hits.values()) == 0
+
+
+def test_the_local_copy_check_leaves_the_event_loop_free(tmp_path, monkeypatch):
+    """A --local-images folder on a mount that hangs must not stall the daemon: the check for a
+    local copy runs in a thread while the loop goes on (here a check that takes 0.5 s)."""
+    import threading
+    import time
+
+    from amlc import localfiles
+    from amlc.jobs import RetryPolicy
+    from amlc.stages import FetchStage
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    checked_in = []
+
+    def slow_check(path, root):
+        checked_in.append(threading.current_thread() is threading.main_thread())
+        time.sleep(0.5)
+        return True
+    monkeypatch.setattr(localfiles, "is_local_copy", slow_check)
+    stage = FetchStage(None, 1, RetryPolicy(1, 0.0), tmp_path, tmp_path)
+
+    async def go():
+        ticks = 0
+
+        async def heartbeat():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+        beat = asyncio.create_task(heartbeat())
+        source = await stage.source("https://x.test/images/I/a.jpg")
+        beat.cancel()
+        return source, ticks
+    source, ticks = asyncio.run(go())
+    assert source == str(tmp_path.absolute() / "a.jpg") and checked_in == [False]
+    assert ticks >= 5   # the loop kept running while the check waited
