@@ -21,11 +21,14 @@ import random
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -176,27 +179,43 @@ def store_bytes(image_dir: Path, data: bytes, checked: Checked, min_free_bytes: 
     path = stored_path(image_dir, checked.sha256, checked.ext)
     if path.is_file() and path.stat().st_size == len(data):
         return path  # same bytes already stored
-    keep_free(image_dir, len(data), min_free_bytes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=f".{checked.ext}", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)  # atomic; concurrent writers of the same bytes both succeed
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with keep_free(image_dir, len(data), min_free_bytes):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=f".{checked.ext}", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)  # atomic; concurrent writers of the same bytes both succeed
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 
-def keep_free(image_dir: Path, size: int, min_free_bytes: int) -> None:
-    """Refuse a write that would leave less than `min_free_bytes` free: images filling the disk
-    to the last byte would leave the store unable to record the images already fetched."""
+_reserved = 0                       # bytes of image writes under way in this process
+_reserve_lock = threading.Lock()    # writes run in several threads at once
+
+
+@contextmanager
+def keep_free(image_dir: Path, size: int, min_free_bytes: int) -> Iterator[None]:
+    """Around a write of `size` bytes: refuse it if it would leave less than `min_free_bytes`
+    free, counting the writes still under way in other threads (each saw the same free space
+    before any of them landed). Images filling the disk to the last byte would leave the store
+    unable to record the images already fetched."""
+    global _reserved
     if min_free_bytes <= 0:
+        yield
         return
-    free = shutil.disk_usage(image_dir).free
-    if free - size < min_free_bytes:
-        raise DiskNearlyFull(free, min_free_bytes)
+    with _reserve_lock:
+        free = shutil.disk_usage(image_dir).free - _reserved
+        if free - size < min_free_bytes:
+            raise DiskNearlyFull(free, min_free_bytes)
+        _reserved += size
+    try:
+        yield
+    finally:
+        with _reserve_lock:
+            _reserved -= size
 
 
 def check_and_store(image_dir: Path, data: bytes, max_pixels: int, content_type: str,

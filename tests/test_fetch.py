@@ -307,3 +307,35 @@ def test_a_body_cut_short_is_refused_in_every_format(image_server: ImageServer, 
     assert {name: g.error for name, g in zip(bodies, got)} == {
         "whole.jpg": None, "trailing-bytes.jpg": None, "cut.jpg": "truncated image",
         "cut.png": "truncated image", "cut.webp": "corrupt image: could not create decoder object"}
+
+
+def test_the_free_space_reserve_holds_under_concurrent_writes(tmp_path, monkeypatch):
+    """Two image writes that each fit the free space, but not both: the second waits for no
+    disk figure to change (as when both check before either lands) and is refused."""
+    import shutil
+    import threading
+    from collections import namedtuple
+
+    from amlc import fetch
+    from amlc.faults import DiskNearlyFull
+    usage = namedtuple("usage", "total used free")
+    reserve, size = 1_000_000, 600_000
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 0, reserve + size + size // 2))
+    first_inside, let_go = threading.Event(), threading.Event()
+
+    def first_write() -> None:
+        with fetch.keep_free(tmp_path, size, reserve):
+            first_inside.set()
+            let_go.wait(5)
+    writer = threading.Thread(target=first_write)
+    writer.start()
+    assert first_inside.wait(5)
+    try:
+        with pytest.raises(DiskNearlyFull):
+            with fetch.keep_free(tmp_path, size, reserve):
+                pass
+    finally:
+        let_go.set()
+        writer.join()
+    with fetch.keep_free(tmp_path, size, reserve):   # once the first write is over, room again
+        pass
