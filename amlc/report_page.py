@@ -215,10 +215,17 @@ def _card(row: RowView, split: str) -> str:
             f'<code>amlc show {row.idx} --split {html.escape(split)}</code></div></div>')
 
 
+def _cells(tag: str, row: Sequence[Any]) -> str:
+    return "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in row)
+
+
 def _table(head: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
-    cells = lambda tag, row: "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in row)
-    return (f"<table><tr>{cells('th', head)}</tr>"
-            + "".join(f"<tr>{cells('td', r)}</tr>" for r in body) + "</table>")
+    return f"<table><tr>{_cells('th', head)}</tr>" + "".join(f"<tr>{_cells('td', r)}</tr>" for r in body) + "</table>"
+
+
+def _options(values: Sequence[str], names: dict[str, str] | None = None) -> str:
+    names = names or {}
+    return "".join(f'<option value="{html.escape(v)}">{html.escape(names.get(v, v))}</option>' for v in values)
 
 
 def _scores(reports: dict[str, Report]) -> str:
@@ -267,9 +274,7 @@ def render_page(split: str, rows: Sequence[RowView], per_kind: int) -> str:
     shown = [row.explain(extractor) for row in shown]
     kinds = Counter(r.kind for r in rows)
     entities = sorted({r.entity for r in rows})
-    summary = [[KIND_NAMES.get(k, k), n, left_out[k]] for k, n in sorted(kinds.items(), key=lambda kv: _kind_rank(kv[0]))]
-    options = lambda values, names={}: "".join(f'<option value="{html.escape(v)}">{html.escape(names.get(v, v))}</option>'
-                                               for v in values)
+    summary = [[KIND_NAMES.get(k, k), kinds[k], left_out[k]] for k in sorted(kinds, key=_kind_rank)]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>amlc report: {html.escape(split)}</title>"
              f"<style>{STYLE}</style></head><body><h1>amlc report: split {html.escape(split)}</h1>",
              f"<p>{len(rows)} samples, {len(labelled)} labelled; the gallery shows at most {per_kind} rows of "
@@ -282,8 +287,8 @@ def render_page(split: str, rows: Sequence[RowView], per_kind: int) -> str:
                   f"<pre>{html.escape(format_report(score((r.entity, r.label, r.answer) for r in labelled)))}</pre>"]
     parts += ["<h2>Rows by kind</h2>", _table(["kind", "rows", "left out of the gallery"], summary),
               "<h2>Gallery</h2><p>entity <select id='entity'><option value=''>all</option>"
-              f"{options(entities)}</select> kind <select id='kind'><option value=''>all</option>"
-              f"{options(sorted(kinds, key=_kind_rank), KIND_NAMES)}</select></p>",
+              f"{_options(entities)}</select> kind <select id='kind'><option value=''>all</option>"
+              f"{_options(sorted(kinds, key=_kind_rank), KIND_NAMES)}</select></p>",
               *(_card(r, split) for r in shown), f"<script>{FILTER_SCRIPT}</script></body></html>"]
     return "".join(parts)
 

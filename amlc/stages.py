@@ -106,7 +106,8 @@ class FetchStage:
         return link
 
     async def prepare(self, reader, items):
-        rows = await fetch_all(reader, f"SELECT id, link FROM images WHERE id IN ({id_list(i.item_id for i in items)})")
+        ids = id_list(i.item_id for i in items)
+        rows = await fetch_all(reader, f"SELECT id, link FROM images WHERE id IN ({ids})")
         links = {r["id"]: r["link"] for r in rows}
         return [(item, links[item.item_id]) for item in items]
 
@@ -136,7 +137,8 @@ class OcrStage:
         self.calls = 0  # images handed to the engine, for tests and the dashboard
 
     async def prepare(self, reader, items):
-        rows = await fetch_all(reader, f"SELECT id, path, size FROM images WHERE id IN ({id_list(i.item_id for i in items)})")
+        ids = id_list(i.item_id for i in items)
+        rows = await fetch_all(reader, f"SELECT id, path, size FROM images WHERE id IN ({ids})")
         found = {r["id"]: (self.root / r["path"], r["size"]) for r in rows}
         files = [found[item.item_id] for item in items]
         intact = await asyncio.to_thread(lambda: [_has_size(path, size) for path, size in files])

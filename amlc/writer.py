@@ -45,7 +45,7 @@ class BatchWriter:
                  max_delay: float = 0.25, store_wait: float = STORE_WAIT) -> None:
         self.conn = conn
         self.store_wait = store_wait    # seconds a busy store is waited for, then StoreBusy
-        self.longest_wait = 0.0         # the longest time one write waited for the store
+        self.longest_write = 0.0        # seconds the slowest write took, waits for the store included
         self.max_batch = max_batch      # statements per commit at most
         self.max_delay = max_delay      # seconds a statement may wait for its commit
         self._pending: list[Statement] = []
@@ -104,7 +104,7 @@ class BatchWriter:
         while True:
             try:
                 result = await write()
-                self.longest_wait = max(self.longest_wait, time.monotonic() - started)
+                self.longest_write = max(self.longest_write, time.monotonic() - started)
                 return result
             except BaseException as exc:
                 await self._rollback()

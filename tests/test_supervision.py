@@ -179,7 +179,7 @@ def test_a_store_another_program_writes_is_waited_for_not_a_fault(tmp_path, imag
     finally:
         blocker.close()
     assert daemon.returncode == 0, output
-    assert "fetch 2 done / 0 failed" in output and "the longest write waited" in output, output
+    assert "fetch 2 done / 0 failed" in output and "the longest write to the store took" in output, output
 
 
 def test_the_closing_summary_counts_what_the_store_holds(tmp_path, image_server):

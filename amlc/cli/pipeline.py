@@ -217,10 +217,10 @@ def _run(ctx: click.Context, config: RunConfig) -> None:
         console.print("stopped at once; finished work is in the store")
         raise SystemExit(130) from None
     console.print(f"the store now holds: {_held(result)}", markup=False, highlight=False, soft_wrap=True)
-    waited = result.engine.writer.longest_wait
-    if waited >= SAY_WAIT:
-        console.print(f"the longest write waited {waited:.1f} s for the store (another program was writing it)",
-                      markup=False, highlight=False)
+    slowest = result.engine.writer.longest_write
+    if slowest >= SAY_WAIT:
+        console.print(f"the longest write to the store took {slowest:.1f} s (another program was writing "
+                      "it, or the disk was slow)", markup=False, highlight=False)
     if result.fatal is not None:
         error = result.engine.fatal_error
         if error is not None and not is_fatal(error):  # a bug: the traceback helps fix it
@@ -230,7 +230,7 @@ def _run(ctx: click.Context, config: RunConfig) -> None:
     console.print("run finished")
 
 
-SAY_WAIT = 1.0   # a write that waited this many seconds for the store is worth a line
+SAY_WAIT = 1.0   # a write to the store that took this many seconds is worth a line
 
 
 def _held(result: RunResult) -> str:
