@@ -1,4 +1,4 @@
-"""`amlc ingest` of the full train file beside a working `amlc run`: the run's longest write stall.
+"""`amlc ingest` of the full train file beside a working `amlc run`: the run's slowest write to the store.
 
     python bench/beside.py [--work amlc-work/bench-beside] [--train ../shared/data/train.csv]
 
@@ -6,7 +6,7 @@ A work folder gets the test.csv rows whose images are in ../shared/data/test_ima
 from that folder once (`amlc run --stages fetch --local-images`). Then, twice on a fresh copy
 of it, `amlc run --stages ocr,extract --exit-when-done` reads them: alone (the baseline), and
 with `amlc ingest train.csv --split train` started beside it two seconds in. Printed per
-contender: the run's wall time, whether it finished, its longest write wait (its own closing
+contender: the run's wall time, whether it finished, its slowest write to the store (its own closing
 line) and the ingest's time. The train rows are only ingested, never fetched: the run has no
 fetch stage, so nothing leaves the machine.
 """
