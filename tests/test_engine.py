@@ -83,7 +83,9 @@ def test_kill_9_mid_run_then_resume_repeats_only_work_in_flight(tmp_path, image_
     # no finished download or OCR ran again; only what was in flight at the kill may have
     for path in paths:
         assert image_server.hits[path] == 1 or image_server.url(path) not in fetched_before
-    assert len([p for p in paths if image_server.hits[p] > 1]) <= concurrency
+    # what the kill can repeat: the downloads on the connections, and those finished in the
+    # writer's last 250 ms that it had not committed yet (at 1 s a download, one per connection)
+    assert len([p for p in paths if image_server.hits[p] > 1]) <= 2 * concurrency
     assert all(image_server.hits[p] <= 2 for p in paths)
     assert ocr_before <= set(query(store, "SELECT image_id, created_at FROM ocr_results"))
 
