@@ -192,6 +192,30 @@ def test_backend_on_this_machine_is_peft_and_unsloth_stays_unimported() -> None:
     assert "unsloth" not in sys.modules
 
 
+def test_unsloth_is_imported_before_anything_loads_transformers(tmp_path: Path) -> None:
+    """On a CUDA machine `amlc train` must import Unsloth first, for it patches transformers and
+    TRL as it loads. A stand-in `unsloth` module records whether transformers was already loaded
+    when it was imported, in a fresh interpreter that believes it has CUDA."""
+    import subprocess
+    (tmp_path / "unsloth.py").write_text(
+        "import sys\nprint('transformers loaded first:', 'transformers' in sys.modules)\nraise SystemExit(3)\n")
+    script = ("import sys, torch\n"
+              "torch.cuda.is_available = lambda: True\n"
+              f"sys.path.insert(0, {str(tmp_path)!r})\n"
+              "from amlc.llm.lora import train\n"
+              f"train('base', 'data.jsonl', {str(tmp_path / 'out')!r})\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "transformers loaded first: False" in done.stdout
+
+
+def test_the_warm_up_is_whole_steps_every_transformers_version_reads(tmp_path: Path) -> None:
+    from amlc.llm.lora import sft_args
+    config = load_config(CONFIG_DIR / "smollm2_cpu.toml")   # 200 steps, a warm-up of 5%
+    args = sft_args(tmp_path, config, cpu=True)
+    assert args.warmup_steps == 10 and isinstance(args.warmup_steps, int)
+
+
 # --- the chain: tiny model -> LoRA -> merge -> GGUF -> Q8_0 -> llama.cpp ---------------------------
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 import tomllib
@@ -217,6 +218,12 @@ def progress_callback(config: TrainConfig):
     return BudgetProgress()
 
 
+def warmup_steps(config: TrainConfig) -> int:
+    """The warm-up as whole steps: every transformers version reads an int the same way (4.x
+    took a float warmup_steps as that many steps, 5.x below 1 as a share of the run)."""
+    return math.ceil(config.warmup_ratio * config.max_steps)
+
+
 def sft_args(out: Path, config: TrainConfig, cpu: bool):
     from trl import SFTConfig
 
@@ -225,7 +232,7 @@ def sft_args(out: Path, config: TrainConfig, cpu: bool):
     return SFTConfig(**evaluate,
         output_dir=str(out / "checkpoints"), max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate, warmup_steps=config.warmup_ratio,
+        learning_rate=config.learning_rate, warmup_steps=warmup_steps(config),
         lr_scheduler_type=config.lr_scheduler, weight_decay=config.weight_decay,
         logging_steps=config.logging_steps, save_steps=config.save_steps,
         save_total_limit=config.save_total_limit, seed=config.seed, max_length=config.max_length,
@@ -269,13 +276,13 @@ def train(base: str | Path, data: str | Path, out: str | Path, config: TrainConf
     newest checkpoint under OUT/checkpoints when resume is set and one exists. With eval_data and
     config.eval_rows, the loss on that many held-out rows is measured every config.eval_steps."""
     import torch
-    from transformers import PrinterCallback
 
     config = config or TrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    backend = choose_backend()  # before transformers loads: Unsloth patches it on import
+    backend = choose_backend()  # before anything imports transformers: Unsloth patches it on import
     log.info("LoRA backend: %s", backend)
+    from transformers import PrinterCallback
     from transformers.trainer_utils import get_last_checkpoint
 
     if backend != "unsloth":
