@@ -190,10 +190,13 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
 def predict_command(ctx: click.Context, model: Path, split: str | None, fallback: bool, ocr_engine: str,
                     no_dashboard: bool, llm_workers: int | None, llm_batch: int | None,
                     gpu_layers: int | None, ray_address: str | None, llm_gpus: float) -> None:
-    """Answer every extracted sample with a GGUF model through llama.cpp, under a grammar per
-    entity that admits only '<number> <allowed unit>' or a blank, and store the answers as
-    the model's predictions (source = the file's stem). Resumable like every stage; identical
-    prompts are answered once. `amlc export` then prefers the model's answers.
+    """Answer every extracted sample with a GGUF model through llama.cpp. The model chooses
+    among the rules' candidate answers (llama.cpp scores each); a row without candidates is
+    written under a grammar that admits only '<number> <allowed unit>' or a blank. Each sample
+    gets the model's answer (source = the file's stem) and the rules and model combined
+    (source rules+<stem>). Resumable like every stage. `amlc eval` on a labelled split scores
+    every source, and `amlc export` uses the one that scored best (the rules unless a model
+    beat them).
 
     \b
     Example:
