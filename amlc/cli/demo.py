@@ -29,7 +29,7 @@ def demo_command(ctx: click.Context, size: str, seed: int, skip_llm: bool, keep_
     \b
     Examples:
       amlc demo                         # ./amlc-work, size small
-      amlc -w /tmp/d demo --size tiny   # a quick look
+      amlc -w demo-work demo --size tiny   # a quick look
       amlc demo --skip-llm --keep-server
     """
     import asyncio
