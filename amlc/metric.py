@@ -149,6 +149,7 @@ def classify_error(entity: str, truth: str, pred: str) -> str | None:
 
 
 SAME_QUANTITY = "the right quantity in another unit"   # '16 centimetre' for a label's '6.2 inch'
+STRICT_ONLY = "right value, label written otherwise (strict only)"   # '250.0 gram' for '250 gram'
 
 
 def error_kind(entity: str, truth: str, pred: str) -> str | None:
@@ -175,7 +176,7 @@ def score(rows: Iterable[tuple[str, str, str]]) -> Report:
         if error:
             report.errors[error] += 1
         elif pred and pred != truth:
-            report.errors["right value, label written otherwise (strict only)"] += 1
+            report.errors[STRICT_ONLY] += 1
     return report
 
 

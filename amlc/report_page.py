@@ -22,14 +22,14 @@ import aiosqlite
 from .export import best_answers, write_atomically
 from .extract import Extractor
 from .extract.baseline import truth_in_text
-from .metric import Report, error_kind, format_report, score
+from .metric import SAME_QUANTITY, Report, error_kind, format_report, score
 from .ocr.base import OcrLine, OcrResult
 from .store import fetch_all
 from .units import AnswerError, parse_label, parse_prediction
 
 RIGHT, UNLABELLED = "right", "unlabelled"
 NOT_IN_TEXT = "truth not in the text"
-KIND_ORDER = ("the right quantity in another unit", "wrong unit", "wrong value", NOT_IN_TEXT, "blank",
+KIND_ORDER = (SAME_QUANTITY, "wrong unit", "wrong value", NOT_IN_TEXT, "blank",
               "answer where truth is empty", "invalid prediction", "unreadable truth", UNLABELLED, RIGHT)
 KIND_NAMES = {"wrong value": "another number", "wrong unit": "another unit, another quantity"}
 THUMB_SIDE = 480        # pixels of an embedded thumbnail's longer side
@@ -39,7 +39,7 @@ ROWS_SQL = """
 SELECT s.id, s.idx, s.entity, s.group_id, s.raw_label, s.label, i.path, i.width, i.height, o.lines, o.engine
 FROM samples s JOIN images i ON i.id = s.image_id
 LEFT JOIN ocr_results o ON o.image_id = s.image_id
-WHERE s.split = ? ORDER BY s.idx, o.engine
+WHERE s.split = :split AND (:idx IS NULL OR s.idx = :idx) ORDER BY s.idx, o.engine
 """
 PREDICTIONS_SQL = """
 SELECT p.sample_id, p.source, p.prediction, p.confidence FROM predictions p JOIN samples s ON s.id = p.sample_id
@@ -110,8 +110,8 @@ async def load_rows(conn: aiosqlite.Connection, split: str, root: Path, only_idx
         if r["source"] == "rules":
             confidence[r["sample_id"]] = r["confidence"] or 0.0
     rows: dict[int, RowView] = {}
-    for r in await fetch_all(conn, ROWS_SQL, (split,)):
-        if r["id"] in rows or (only_idx is not None and r["idx"] != only_idx):
+    for r in await fetch_all(conn, ROWS_SQL, {"split": split, "idx": only_idx}):
+        if r["id"] in rows:
             continue   # a second OCR engine's lines: the page shows the first
         chosen = best[r["id"]]
         row = RowView(r["idx"], r["entity"], r["group_id"], (r["raw_label"] or "").strip(), chosen.has_truth,
@@ -280,11 +280,12 @@ def render_page(split: str, rows: Sequence[RowView], per_kind: int) -> str:
              f"<p>{len(rows)} samples, {len(labelled)} labelled; the gallery shows at most {per_kind} rows of "
              f"each kind, the least sure first ({sum(left_out.values())} left out).</p>"]
     if labelled:
-        absent = score((r.entity, r.label, r.answer) for r in labelled).mix_coverage()[1]
+        preferred = score((r.entity, r.label, r.answer) for r in labelled)
+        absent = preferred.mix_coverage()[1]
         parts += ["<h2>F1 per source and entity</h2>", _scores(reports),
                   f"<p>entities absent from this split: {', '.join(absent) or 'none'}</p>",
                   "<h2>Unit confusion (label x answer)</h2>", _confusion(unit_confusion(rows)),
-                  f"<pre>{html.escape(format_report(score((r.entity, r.label, r.answer) for r in labelled)))}</pre>"]
+                  f"<pre>{html.escape(format_report(preferred))}</pre>"]
     parts += ["<h2>Rows by kind</h2>", _table(["kind", "rows", "left out of the gallery"], summary),
               "<h2>Gallery</h2><p>entity <select id='entity'><option value=''>all</option>"
               f"{_options(entities)}</select> kind <select id='kind'><option value=''>all</option>"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..metric import SAME_QUANTITY, Report, error_kind, score
+from ..metric import SAME_QUANTITY, STRICT_ONLY, Report, score
 from ..units import DIMENSIONS, AnswerError, parse_label, same_quantity
 from .choose import Extractor, Model, Prediction
 from .data import OCR_LABELED, TextRow, fold_of
@@ -71,12 +71,6 @@ def report_of(answered: Sequence[Answered]) -> Report:
     return score(a.scored for a in answered)
 
 
-def dimension_errors(answered: Sequence[Answered]) -> Counter[str]:
-    """Why the wrong width/height/depth answers are wrong."""
-    return Counter(kind for a in answered if a.row.entity in DIMENSIONS
-                   for kind in [error_kind(*a.scored)] if kind)
-
-
 @dataclass
 class UnitChoice:
     """Rows whose true quantity is among the candidates in two units, and how many of those
@@ -124,10 +118,11 @@ def summary(answered: Sequence[Answered], repeats: int = 1) -> list[str]:
         dims = [a for a in group if a.row.entity in DIMENSIONS]
         if not dims:
             continue
-        errors = dimension_errors(dims)
+        dim_report = report_of(dims)
+        errors = Counter({kind: n for kind, n in dim_report.errors.items() if kind != STRICT_ONLY})
         wrong = sum(errors.values())
         units = unit_choice(dims)
-        lines.append(f"  width/height/depth: F1 {report_of(dims).f1:.3f} on {len(dims)} answers; wrong "
+        lines.append(f"  width/height/depth: F1 {dim_report.f1:.3f} on {len(dims)} answers; wrong "
                      f"{wrong}: {SAME_QUANTITY} {errors[SAME_QUANTITY]} "
                      f"({errors[SAME_QUANTITY] / max(wrong, 1):.0%}), another number {errors['wrong value']}"
                      f", other {wrong - errors[SAME_QUANTITY] - errors['wrong value'] - errors['blank']}, "
