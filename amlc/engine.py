@@ -27,8 +27,9 @@ from .store import fetch_all
 from .workers.base import describe
 from .writer import BatchWriter
 
-RELEASE_SQL = ("UPDATE jobs SET state = 'pending', lease_until = NULL, attempts = attempts - 1 "
-               "WHERE stage = ? AND item_id = ? AND state = 'leased'")
+# A claim given back uncharged: its try is returned and it no longer counts as begun.
+RELEASE_SQL = ("UPDATE jobs SET state = 'pending', lease_until = NULL, started_at = NULL, "
+               "attempts = attempts - 1 WHERE stage = ? AND item_id = ? AND state = 'leased'")
 FATAL_DRAIN_SECONDS = 5.0  # after a fatal fault, how long work in flight may take to finish
 
 
@@ -61,6 +62,7 @@ class Engine:
         self._queues = {s.name: asyncio.Queue[tuple[Claimed, Any]](maxsize=max(4, 2 * s.batch * s.workers))
                         for s in self.stages}
         self._room = {s.name: asyncio.Event() for s in self.stages}  # set when a worker takes items
+        self._held: dict[str, set[int]] = {s.name: set() for s in self.stages}  # in workers' hands
         self._quiet = asyncio.Event()  # set when an outcome leaves nothing queued or in flight
 
     async def run(self, exit_when_done: bool, *companions: Coroutine[Any, Any, None]) -> None:
@@ -148,6 +150,8 @@ class Engine:
             self._room[stage.name].set()
             stats.queued = queue.qsize()
             stats.in_flight += len(batch)
+            held = {item.item_id for item, _ in batch}
+            self._held[stage.name] |= held
             try:
                 if getattr(stage, "mark_started", False):
                     # durable before the work: a crash now counts against these items' budgets
@@ -155,6 +159,7 @@ class Engine:
                 outcomes = await self._process(stage, batch)
             finally:
                 stats.in_flight -= len(batch)
+                self._held[stage.name] -= held
             self._record(stage, outcomes)
 
     async def _process(self, stage: Stage, batch: list[tuple[Claimed, Any]]) -> list[Outcome]:
@@ -186,7 +191,8 @@ class Engine:
 
     async def _drain(self, timeout: float | None) -> None:
         """Stop claiming, give unstarted items back, let workers finish what they hold (for at
-        most `timeout` seconds after a fatal fault: their leases return at the next start)."""
+        most `timeout` seconds after a fatal fault; then what they still hold is given back too,
+        uncharged: a fault that stops the run is no item's doing)."""
         for name, queue in self._queues.items():
             while not queue.empty():
                 item, _ = queue.get_nowait()
@@ -195,6 +201,9 @@ class Engine:
         deadline = None if timeout is None else loop.time() + timeout
         while any(s.in_flight for s in self.stats.values()):
             if deadline is not None and loop.time() > deadline:
+                # no await from here to the workers' cancellation: nothing settles these meanwhile
+                for name, held in self._held.items():
+                    self.writer.submit([(RELEASE_SQL, (name, item_id)) for item_id in sorted(held)])
                 return
             await asyncio.sleep(0.05)
 

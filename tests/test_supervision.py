@@ -189,3 +189,26 @@ def test_the_closing_summary_counts_what_the_store_holds(tmp_path, image_server)
     amlc(tmp_path, "run", "--stages", "fetch", *QUICK)
     out = amlc(tmp_path, "run", "--stages", "fetch", *QUICK).output  # this process did nothing
     assert "the store now holds: fetch 1 done / 1 failed" in out, out
+
+
+def test_a_fault_that_stops_the_run_charges_no_try_to_the_work_in_flight(tmp_path, image_server):
+    """One OCR batch of 60 images is under way when a download finds the disk below the
+    reserve (--min-free-mb past any disk's size): the run stops with that cause, and the 60
+    claims go back to pending with their try returned, so the next run reads them all instead
+    of failing them as 'process died'."""
+    ingest(tmp_path, image_server, IMAGES[:60])
+    amlc(tmp_path, "run", "--stages", "fetch", *QUICK)
+    image_server.add_fault(f"/images/I/{IMAGES[60]}", "slow")  # the OCR batch starts first
+    late = write_csv(tmp_path / "late.csv", HEADER, [[0, image_server.url(f"/images/I/{IMAGES[60]}"), "1", "width"]])
+    amlc(tmp_path, "ingest", str(late), "--split", "late")
+    stopped = start_run(tmp_path, "--stages", "fetch,ocr", "--ocr-workers", "1", "--ocr-batch", "60",
+                        "--min-free-mb", "1e9", "--max-attempts", "1", "--exit-when-done")
+    output, _ = stopped.communicate(timeout=120)
+    assert stopped.returncode == 1 and "amlc run stopped:" in output, output
+    store = tmp_path / "amlc.db"
+    ocr = query(store, "SELECT state, attempts, started_at, last_error, count(*) FROM jobs "
+                       "WHERE stage = 'ocr' GROUP BY 1, 2, 3, 4")
+    assert ocr == [("pending", 0, None, None, 60)], output
+
+    amlc(tmp_path, "run", "--stages", "ocr", "--max-attempts", "1", *QUICK)
+    assert job_counts(store, "ocr") == {"done": 60}
