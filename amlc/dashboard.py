@@ -15,6 +15,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from .engine import Engine
 from .store import fetch_all
@@ -61,8 +62,15 @@ class Dashboard:
         self.bars: dict[str, TaskID] = {s.name: self.progress.add_task(s.name, total=None, rate="")
                                         for s in engine.stages}
 
+    @property
+    def header(self) -> str:
+        """What runs each stage that says (OCR: engine, runtime, device)."""
+        return " | ".join(f"{s.name}: {s.describe}" for s in self.engine.stages if getattr(s, "describe", ""))
+
     async def run(self) -> None:
         if not self.live:
+            if self.header:
+                self.console.print(self.header, markup=False, highlight=False)
             while True:
                 await asyncio.sleep(self.interval)
                 self.console.print(await self.line(), markup=False, highlight=False)
@@ -89,7 +97,7 @@ class Dashboard:
             c = counts.get(name, StageCounts())
             self.progress.update(bar, total=c.total or None, completed=c.done + c.failed,
                                  rate=f"{self.rate(name):.1f}/s")
-        return Group(self.progress, self._table(counts), *self._workers(), self._errors())
+        return Group(Text(self.header), self.progress, self._table(counts), *self._workers(), self._errors())
 
     def _table(self, counts: dict[str, StageCounts]) -> Table:
         table = Table(box=None, pad_edge=False)

@@ -36,6 +36,7 @@ class RunConfig:
                                      # caps a run at ~1,280 images/s (32 capped it at 320)
     fetch_timeout: float = 30.0      # seconds of read silence before a download is retried
     ocr_engine: str = "rapidocr"
+    ocr_runtime: str = "auto"        # onnxruntime | openvino | auto (OpenVINO on a CPU if installed)
     ocr_batch: int | None = None     # images per engine call; None: per device
     ocr_device: str = "cpu"          # "cuda" runs OCR on the GPU (onnxruntime-gpu)
     ocr_max_side: int | None = 1280  # shrink larger images to this longer side before OCR
@@ -73,10 +74,12 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
         fetcher = await stack.enter_async_context(Fetcher(workdir.images, fetch_config))
         stages.append(FetchStage(fetcher, config.fetch_workers, policy, workdir.root, config.local_images))
     if "ocr" in config.stages:
-        from .ocr import OcrSpec, Preprocess, default_ocr_batch, default_ocr_workers
+        from .ocr import OcrSpec, Preprocess, default_ocr_batch, default_ocr_workers, resolve_runtime
+        from .ocr.models import parse_device
         preprocess = Preprocess(max_side=config.ocr_max_side, autocontrast=config.ocr_autocontrast,
                                 reread_below=config.ocr_reread_below)
-        spec = OcrSpec(config.ocr_engine, config.ocr_device, preprocess)
+        runtime = resolve_runtime(config.ocr_runtime, config.ocr_engine, parse_device(config.ocr_device).cuda)
+        spec = OcrSpec(config.ocr_engine, config.ocr_device, preprocess, runtime=runtime)
         workers = default_ocr_workers(config.ocr_device) if config.ocr_workers is None else config.ocr_workers
         batch = default_ocr_batch(config.ocr_device) if config.ocr_batch is None else config.ocr_batch
         if config.ray:  # the driver reads each file: actors get bytes, no shared filesystem
@@ -86,7 +89,8 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
                                          read_file, share)
         else:
             pool = await _start_pool(spec, workers, stack)
-        stages.append(OcrStage(pool, batch, policy, workdir.root))
+        stages.append(OcrStage(pool, batch, policy, workdir.root,
+                               f"{config.ocr_engine} on {runtime}, {config.ocr_device}"))
     if "extract" in config.stages:
         from .extract import Extractor
         stages.append(ExtractStage(Extractor.load(), config.ocr_engine, policy))

@@ -51,7 +51,11 @@ async def status_summary(conn: aiosqlite.Connection, top_errors: int = 5) -> dic
     rejects = await fetch_all(conn, "SELECT split, count(*) AS n FROM rejects GROUP BY split")
     predictions = await fetch_all(conn, "SELECT source, n, answered FROM prediction_counts "
                                         "WHERE n > 0 ORDER BY source")
+    # The newest result only: one row to read, and what a running daemon uses now.
+    newest = await fetch_one(conn, "SELECT engine, json_extract(preprocess, '$.runtime') AS runtime "
+                                   "FROM ocr_results ORDER BY rowid DESC LIMIT 1")
     return {
+        "ocr": dict(newest) if newest is not None else None,
         "splits": rows_as_dicts(splits),
         "stages": {s: stages.get(s, {}) for s in [*STAGES, *sorted(set(stages) - set(STAGES))]},
         "failures": failures_by_cause(errors, top_errors),

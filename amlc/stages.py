@@ -128,8 +128,10 @@ class OcrStage:
     name = "ocr"
     mark_started = True  # an engine may crash the process on a poison image
 
-    def __init__(self, pool: WorkerPool, batch: int, policy: RetryPolicy, root: Path = Path(".")) -> None:
+    def __init__(self, pool: WorkerPool, batch: int, policy: RetryPolicy, root: Path = Path("."),
+                 describe: str = "") -> None:
         self.root = root  # the work folder that stored image paths are relative to
+        self.describe = describe  # engine, runtime and device, for the dashboard
         self.pool = pool  # OCR engines (amlc.ocr.OcrSpec) in worker processes, or one in a thread
         self.workers = pool.size  # one batch in flight per engine
         self.batch = batch

@@ -54,6 +54,10 @@ SETTINGS: dict[str, list[str]] = {
     "1280-autocontrast": ["--ocr-max-side", "1280", "--ocr-autocontrast"],
     "1280-reread": ["--ocr-max-side", "1280", "--ocr-reread-below", "0.9"],
     "original-autocontrast": ["--ocr-max-side", "0", "--ocr-autocontrast"],
+    # the runtime sweep (docs/performance.md): one change at a time from onnxruntime at 1280
+    "ort-1280-reread": ["--ocr-max-side", "1280", "--ocr-reread-below", "0.9", "--ocr-runtime", "onnxruntime"],
+    "ov-1280-reread": ["--ocr-max-side", "1280", "--ocr-reread-below", "0.9", "--ocr-runtime", "openvino"],
+    "ov-960-reread": ["--ocr-max-side", "960", "--ocr-reread-below", "0.9", "--ocr-runtime", "openvino"],
 }
 AMLC = [sys.executable, "-m", "amlc"]
 
@@ -114,8 +118,9 @@ def bare_seconds(name: str, n: int, links: set[str]) -> float:
     from amlc.ocr import load_engine
     from amlc.ocr.preprocess import prepare
     args = SETTINGS[name]
-    side = int(args[args.index("--ocr-max-side") + 1]) or None
-    engine = load_engine("rapidocr", preprocess=_preprocess(side, "--ocr-autocontrast" in args))
+    side = int(_flag(args, "--ocr-max-side", "1280")) or None
+    engine = load_engine("rapidocr", preprocess=_preprocess(side, "--ocr-autocontrast" in args),
+                         runtime=_flag(args, "--ocr-runtime", "auto"))
     ordered = sorted(links)
     paths = [PHOTOS / link.rsplit("/", 1)[-1] for link in ordered[::max(1, len(ordered) // n)][:n]]
     engine.read(paths[:1])   # warm-up
@@ -125,16 +130,36 @@ def bare_seconds(name: str, n: int, links: set[str]) -> float:
     return (time.process_time() - start) / len(paths)
 
 
+def _flag(args: list[str], name: str, default: str) -> str:
+    return args[args.index(name) + 1] if name in args else default
+
+
 def _preprocess(max_side: int | None, autocontrast: bool):
     from amlc.ocr import Preprocess
     return Preprocess(max_side=max_side, autocontrast=autocontrast)
 
 
-def eval_val(workdir: Path) -> dict | None:
-    """`amlc eval` of the rules on the validation half, or None where it was not ingested."""
-    result = subprocess.run([*AMLC, "--workdir", str(workdir), "eval", "--split", "photos-val", "--source",
+def eval_val(workdir: Path, split: str = "photos-val") -> dict | None:
+    """`amlc eval` of the rules on the validation half (or `split`), or None where it was not ingested."""
+    if not (workdir / "amlc.db").exists():
+        return None
+    result = subprocess.run([*AMLC, "--workdir", str(workdir), "eval", "--split", split, "--source",
                              "rules", "--only", "--json"], capture_output=True, text=True)
     return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def dimensions_f1(scored: dict | None) -> float | None:
+    """Numeric F1 over the width, height and depth rows of an eval, pooled."""
+    if scored is None:
+        return None
+    from amlc.metric import Counts
+    from amlc.units import DIMENSIONS
+    total = Counts()
+    for entity in DIMENSIONS:
+        counts = scored["per_entity"].get(entity, {}).get("numeric")
+        if counts:
+            total = total + Counts(counts["tp"], counts["fp"], counts["fn"], counts["tn"])
+    return total.f1 if total.n else None
 
 
 def report_setting(work: Path, name: str, timing: dict, baseline: int, links: set[str]) -> dict:
@@ -151,6 +176,8 @@ def report_setting(work: Path, name: str, timing: dict, baseline: int, links: se
     if scored:
         row.update(f1=scored["numeric"]["f1"], f1_strict=scored["strict"]["f1"],
                    f1_weighted=scored["weighted"]["numeric"]["f1"])
+        row["f1_entities"] = {e: c["numeric"]["f1"] for e, c in scored["per_entity"].items()}
+    row["f1_dim_photos"] = dimensions_f1(eval_val(work / f"{name}-dim", DIM_PHOTOS_SPLIT))
     if baseline:
         row["bare_per_image"] = bare_seconds(name, baseline, links)
     return row
@@ -176,6 +203,20 @@ def print_settings(rows: list[dict]) -> None:
     print("run cpu: user+system CPU seconds of `amlc run` (all its processes) per image; bare cpu: the "
           "RapidOCR library alone on the same preprocessed pixels; engine wall: the OCR seconds the store "
           "records (inflated when the machine is busy)")
+
+
+def print_entities(rows: list[dict]) -> None:
+    """Rules F1 (numeric) per entity on the validation half, the dimension photos' pooled
+    width/height/depth F1, and each setting's CPU per image against the first setting's."""
+    entities = sorted({e for r in rows for e in r.get("f1_entities", {})})
+    head = f"{'setting':<22} {'cpu vs first':>12} " + " ".join(f"{e[:14]:>14}" for e in entities) + f" {'dim_photos':>10}"
+    print(head)
+    print("-" * len(head))
+    first = rows[0]["cpu_per_image"]
+    for r in rows:
+        cells = " ".join(_cell(r.get("f1_entities", {}).get(e), ".3f", 14) for e in entities)
+        print(f"{r['setting']:<22} {r['cpu_per_image'] / first:>11.2f}x {cells} {_cell(r['f1_dim_photos'], '.3f', 10)}")
+    print("per entity: rules F1 on photos-val (numeric); dim_photos: width/height/depth pooled (run with --dim)")
 
 
 FIXTURE_MAX_LINES = 6    # short OCR keeps the fixture a few KB
@@ -237,6 +278,7 @@ def main() -> None:
     counts = ", ".join(f"{split} {sum(1 for _ in open(path)) - 1} rows" for split, path in halves.items())
     print(f"photos.csv: {counts}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print_settings(rows)
+    print_entities(rows)
     if args.write_fixture:
         write_fixture(args.work / names[0], args.write_fixture)
     if args.second_pass:

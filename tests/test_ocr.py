@@ -168,16 +168,19 @@ def test_paddle_model_folders_come_from_the_wheel(tmp_path: Path) -> None:
 
 
 # Real labelled photos whose weight the first pass at 1280 px misreads on a low-confidence line
-# ('204' for '4 OZ', '60Z170g' for '6 OZ 170 g' with 470 g the label, '净康TW3093' for 30 kg).
+# ('204' for '4 OZ', '60Z170g' for '6 OZ 170 g' with 470 g the label, '净康TW3093' for 30 kg),
+# as onnxruntime reads them (OpenVINO's second pass reads the second 'H70g': both runtimes miss
+# such a line now and then, tests/test_ocr_runtime.py compares them).
 WEAK_PHOTOS = [("7164gBo7pIL.jpg", "4.0 ounce"), ("81uget9aH4L.jpg", "470 gram"),
                ("61ddzOv0rSL.jpg", "30.0 kilogram")]
 
 
-def test_a_second_pass_on_weak_number_lines_finds_what_the_first_missed(rapid: OcrEngine) -> None:
+def test_a_second_pass_on_weak_number_lines_finds_what_the_first_missed() -> None:
     from amlc.extract.baseline import truth_in_text
 
     photos = [DATA / "photos" / name for name, _ in WEAK_PHOTOS]
-    again = load_engine("rapidocr", preprocess=Preprocess(reread_below=0.9))
+    rapid = load_engine("rapidocr", runtime="onnxruntime")
+    again = load_engine("rapidocr", preprocess=Preprocess(reread_below=0.9), runtime="onnxruntime")
     first, second = rapid.read(photos), again.read(photos)
     for (name, truth), one, two in zip(WEAK_PHOTOS, first, second):
         assert not truth_in_text("item_weight", truth, one.text()), name

@@ -13,6 +13,8 @@ import click
 from ..jobs import retry_failed as retry_failed_jobs
 from ..dashboard import StageCounts
 from ..faults import is_fatal
+from ..ocr.models import parse_device
+from ..ocr.runtime import RUNTIMES, check_runtime
 from ..pipeline import ALL_STAGES, RunConfig, RunResult, run_pipeline
 from ..runlock import AlreadyRunning
 from ..workers import WorkerStartError
@@ -109,6 +111,10 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
               help="Quick retries inside one download attempt (transient HTTP errors, timeouts).")
 @click.option("--ocr-engine", type=click.Choice(["rapidocr", "paddleocr"]), default="rapidocr", show_default=True,
               help="rapidocr: the light CPU default; paddleocr: the GPU path.")
+@click.option("--ocr-runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+              help="What runs the OCR models: auto is OpenVINO for rapidocr on a CPU (about half "
+                   "onnxruntime's CPU per photo, the same numbers read; see docs/performance.md) "
+                   "and onnxruntime otherwise (its CUDA provider on a GPU; PaddleOCR always).")
 @click.option("--ocr-batch", type=click.IntRange(min=1), default=None,
               help="Images per OCR engine call. Default: 2 on a CPU, 16 on a GPU.")
 @click.option("--ocr-device", default="cpu", show_default=True,
@@ -137,7 +143,7 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: bool, no_dashboard: bool,
                 log_every: float, concurrency: int, per_host: int, timeout: float,
                 local_images: Path | None, min_free_mb: float, store_wait: float, fetch_retries: int,
-                ocr_engine: str,
+                ocr_engine: str, ocr_runtime: str,
                 ocr_batch: int | None,
                 ocr_device: str, ocr_max_side: int, ocr_autocontrast: bool,
                 ocr_reread_below: float, max_attempts: int,
@@ -161,7 +167,8 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
     """
     config = RunConfig(stages=stages, exit_when_done=exit_when_done, dashboard=not no_dashboard,
                        log_every=log_every, fetch_workers=concurrency, per_host=per_host,
-                       fetch_timeout=timeout, ocr_engine=ocr_engine, ocr_batch=ocr_batch,
+                       fetch_timeout=timeout, ocr_engine=ocr_engine, ocr_runtime=ocr_runtime,
+                       ocr_batch=ocr_batch,
                        ocr_device=ocr_device, ocr_max_side=ocr_max_side or None,
                        ocr_autocontrast=ocr_autocontrast, ocr_reread_below=ocr_reread_below or None,
                        ocr_workers=ocr_workers,
@@ -170,6 +177,10 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                        local_images=local_images, store_wait=store_wait,
                        model=model, llm_workers=llm_workers, llm_batch=llm_batch, gpu_layers=gpu_layers)
     config = with_ray(config, ray_address, ocr_gpus, llm_gpus)
+    try:
+        check_runtime(config.ocr_runtime, config.ocr_engine, parse_device(config.ocr_device).cuda)
+    except (ValueError, RuntimeError) as exc:  # no such runtime here, or no CUDA for this device
+        raise click.UsageError(str(exc)) from None
     if retry_failed:
         count = run_async(lambda: using_store(workdir(ctx).store, retry_failed_jobs, write=True))
         console.print(f"{count} failed item(s) get a fresh retry budget")

@@ -37,6 +37,10 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
     console.print(_table("stages", ["stage", *STATES],
                          [[stage, *(counts.get(s, 0) for s in STATES)]
                           for stage, counts in summary["stages"].items()]))
+    if summary["ocr"]:
+        ocr = summary["ocr"]
+        console.print(f"OCR (newest result): {ocr['engine']} on {ocr['runtime'] or 'a runtime not recorded'}",
+                      markup=False, highlight=False)
     if summary["predictions"]:
         console.print(_table("predictions", ["source", "rows", "answered"],
                              [[p["source"], p["n"], p["answered"]] for p in summary["predictions"]]))

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from .base import GPU_IMAGE_BATCH, MIN_CONFIDENCE, ImageSource, OcrEngine, OcrError, OcrLine, OcrResult
 from .models import parse_device
 from .preprocess import Preprocess
+from .runtime import RUNTIMES, RuntimeChoiceError, check_runtime, resolve_runtime
 
 ENGINES = ("rapidocr", "paddleocr")
 # OCR processes sharing one GPU by default: while one runs det/rec there, the others decode,
@@ -28,30 +29,34 @@ CUDA_WORKERS = 4
 CPU_BATCH = 2
 
 __all__ = [
-    "ENGINES", "MIN_CONFIDENCE", "ImageSource", "OcrEngine", "OcrError", "OcrLine", "OcrResult",
-    "OcrSpec", "Preprocess", "default_ocr_batch", "default_ocr_workers", "load_engine",
+    "ENGINES", "MIN_CONFIDENCE", "RUNTIMES", "ImageSource", "OcrEngine", "OcrError", "OcrLine",
+    "OcrResult", "OcrSpec", "Preprocess", "RuntimeChoiceError", "check_runtime", "default_ocr_batch",
+    "default_ocr_workers", "load_engine", "resolve_runtime",
 ]
 
 
 def load_engine(name: str = "rapidocr", *, preprocess: Preprocess | None = None,
                 device: str = "cpu", threads: int = 1,
-                model_dir: Path | None = None) -> OcrEngine:
-    """Build an OCR engine (seconds: loads ONNX sessions; PaddleOCR's import alone takes ~10 s).
+                model_dir: Path | None = None, runtime: str = "auto") -> OcrEngine:
+    """Build an OCR engine (seconds: loads its model sessions; PaddleOCR's import alone takes ~10 s).
 
-    threads: onnxruntime intra-op threads per session; keep 1 and add workers instead.
+    threads: inference threads per model session; keep 1 and add workers instead.
     model_dir: where the PaddleOCR model folders are written (default ~/.cache/amlc/paddle-models).
+    runtime: auto, onnxruntime or openvino (amlc.ocr.runtime); auto is OpenVINO for RapidOCR on
+      a CPU where it is installed.
     """
     pre = preprocess or Preprocess()
     dev = parse_device(device)
+    if name not in ENGINES:
+        raise ValueError(f"unknown OCR engine {name!r}; choose one of {', '.join(ENGINES)}")
+    chosen = resolve_runtime(runtime, name, dev.cuda)
     if name == "rapidocr":
         from .rapid import RapidOcrEngine
 
-        return RapidOcrEngine(pre, dev, threads)
-    if name == "paddleocr":
-        from .paddle import PaddleOcrEngine
+        return RapidOcrEngine(pre, dev, threads, runtime=chosen)
+    from .paddle import PaddleOcrEngine
 
-        return PaddleOcrEngine(pre, dev, threads, model_dir)
-    raise ValueError(f"unknown OCR engine {name!r}; choose one of {', '.join(ENGINES)}")
+    return PaddleOcrEngine(pre, dev, threads, model_dir)
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,11 @@ class OcrSpec:
     preprocess: Preprocess = field(default_factory=Preprocess)
     threads: int = 1
     model_dir: Path | None = None
+    runtime: str = "auto"  # resolved once by the run, so every worker names the same one
 
     def build(self) -> Callable[[Sequence[ImageSource]], list[OcrResult]]:
         return load_engine(self.engine, preprocess=self.preprocess, device=self.device,
-                           threads=self.threads, model_dir=self.model_dir).read
+                           threads=self.threads, model_dir=self.model_dir, runtime=self.runtime).read
 
 
 def default_ocr_workers(device: str) -> int:

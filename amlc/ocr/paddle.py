@@ -82,7 +82,7 @@ class PaddleOcrEngine:
         start = time.perf_counter()
         lines = second_pass(lines, prepared, self.preprocess, self._read_crops)
         seconds += time.perf_counter() - start
-        return OcrResult(lines, self.name, prepared.record, seconds)
+        return OcrResult(lines, self.name, {**prepared.record, "runtime": "onnxruntime"}, seconds)
 
     def _read_crops(self, crops: Sequence[Any]) -> list[tuple[str, float]]:
         outs = list(self.ocr.predict(list(crops))) if crops else []

@@ -18,12 +18,13 @@ class RapidOcrEngine:
     name = "rapidocr"
 
     def __init__(self, preprocess: Preprocess, device: Device, threads: int = 1,
-                 use_cls: bool = True) -> None:
+                 use_cls: bool = True, runtime: str = "onnxruntime") -> None:
         from rapidocr import RapidOCR
 
         self.preprocess = preprocess
         self.device = device
-        params = _params(preprocess, device, threads, use_cls)
+        self.runtime = runtime
+        params = _params(preprocess, device, threads, use_cls, runtime)
         self.use_cls = params["Global.use_cls"]
         self.ocr = RapidOCR(params=params)
 
@@ -40,14 +41,16 @@ class RapidOcrEngine:
             for text, score, box in zip(out.txts, out.scores, out.boxes):
                 lines.append(OcrLine(text, round(float(score), 5), to_original(box, prepared)))
         lines = second_pass(lines, prepared, self.preprocess, self._read_crops)
-        return OcrResult(lines, self.name, prepared.record, time.perf_counter() - start)
+        record = {**prepared.record, "runtime": self.runtime}
+        return OcrResult(lines, self.name, record, time.perf_counter() - start)
 
     def _read_crops(self, crops: Sequence[Any]) -> list[tuple[str, float]]:
         outs = [self.ocr(crop, use_det=True, use_cls=False, use_rec=True) for crop in crops]
         return [joined(list(out.txts or ()), list(out.scores or ())) for out in outs]
 
 
-def _params(pre: Preprocess, device: Device, threads: int, use_cls: bool) -> dict[str, Any]:
+def _params(pre: Preprocess, device: Device, threads: int, use_cls: bool,
+            runtime: str) -> dict[str, Any]:
     # Explicit model paths pin the wheel's files, so RapidOCR never reaches for its download URLs.
     det, rec = wheel_model("det"), wheel_model("rec")
     cls = next(iter(sorted(wheel_dir().glob("*cls*.onnx"))), None)
@@ -76,6 +79,12 @@ def _params(pre: Preprocess, device: Device, threads: int, use_cls: bool) -> dic
     }
     if use_cls:
         params["Cls.model_path"] = str(cls)
+    if runtime == "openvino":
+        from rapidocr import EngineType
+
+        for model in ("Det", "Cls", "Rec"):
+            params[f"{model}.engine_type"] = EngineType.OPENVINO
+        params["EngineConfig.openvino.inference_num_threads"] = threads
     if device.cuda:
         params[ort + "cuda_ep_cfg.device_id"] = device.index
         # Every image has its own shape: an exhaustive cuDNN search per new shape would dominate.
