@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from amlc.ocr import OcrSpec, load_engine
 from amlc.workers import DIED, Failed, ProcessPool, WorkerStartError, make_pool
 from amlc.workers.process import TEST_EXIT_ENV
 
-from images import real_images
+from images import DATA, real_images
 from store_helpers import amlc, query, write_csv
 
 HEADER = ["index", "image_link", "group_id", "entity_name"]
@@ -154,3 +155,50 @@ def test_a_worker_that_cannot_start_again_stops_the_run_with_its_cause(tmp_path:
     assert f"{MAX_START_FAILURES} starts in a row failed" in result.output
     charged = [job for job in ocr_jobs(tmp_path / "amlc.db").values() if job[2] and "could not start" in job[2]]
     assert len(charged) <= MAX_START_FAILURES - 1   # before: every image left, at every try
+
+
+def test_closing_the_pool_as_a_busy_worker_dies_reaps_it_once_without_an_error() -> None:
+    """close() waits on a worker busy with a batch; the worker is killed meanwhile, so the pool
+    thread waiting for its answer and close() both find it dead at once. Exactly one reaps it:
+    close() returns cleanly and the waiting call fails with the worker's death, every time."""
+    from amlc.workers.base import BatchFailed
+
+    photos = sorted((DATA / "photos").glob("*.jpg"))[:12]  # full-size: seconds of OCR
+    for _ in range(4):
+        pool = ProcessPool(OcrSpec("rapidocr"), 1)
+        worker, outcome = pool._workers[0], {}
+
+        def call() -> None:
+            try:
+                outcome["reply"] = worker.call([str(p) for p in photos])
+            except BatchFailed as exc:
+                outcome["failed"] = str(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        _wait_until(lambda: worker.state == "busy")
+        pid = worker.process.pid
+        closer = threading.Thread(target=lambda: outcome.setdefault("close", _outcome(pool.close)))
+        closer.start()
+        time.sleep(0.3)  # close() is now waiting for the busy worker
+        os.kill(pid, signal.SIGKILL)
+        closer.join(30)
+        caller.join(30)
+        assert outcome["close"] is None, outcome["close"]
+        assert "reply" not in outcome and outcome["failed"].startswith("process died while handling it")
+        assert worker.process is None and not Path(f"/proc/{pid}").exists()
+
+
+def _outcome(call) -> BaseException | None:
+    try:
+        call()
+    except BaseException as exc:  # noqa: BLE001 - the test reports it
+        return exc
+    return None
+
+
+def _wait_until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -13,6 +13,7 @@ import asyncio
 import multiprocessing as mp
 import os
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext, SpawnProcess
@@ -98,6 +99,10 @@ class _Worker:
         self._start_timeout = start_timeout
         self.process: SpawnProcess | None = None
         self._conn: Connection | None = None
+        # Taken to hand the process over: a pool thread burying a dead child and close() stopping
+        # it may both find it ended at once; exactly one of them reaps it.
+        self._handover = threading.Lock()
+        self.closing = False
         self.state = "starting"
         self.done = 0
         self.restarts = 0
@@ -109,7 +114,8 @@ class _Worker:
                                         daemon=True)
         process.start()
         child.close()  # the child holds its own copy; ours would hide its death from recv
-        self.process, self._conn = process, parent
+        with self._handover:
+            self.process, self._conn = process, parent
 
     def wait_ready(self) -> None:
         kind, payload = self._receive(self._start_timeout)
@@ -119,6 +125,8 @@ class _Worker:
         self.state = "idle"
 
     def call(self, batch: list[Any]) -> list[Any]:
+        if self.closing:
+            raise BatchFailed("the pool is closing")
         if self.process is None:  # the previous one died: replace it before this batch
             self.restarts += 1
             self.state = "restarting"
@@ -131,10 +139,12 @@ class _Worker:
                     raise gave_up_starting(str(exc), self.start_failures) from None
                 raise BatchFailed(str(exc)) from exc
             self.start_failures = 0
-        assert self._conn is not None
+        conn = self._conn
         self.state = "busy"
         try:
-            self._conn.send(batch)
+            if conn is None:
+                raise OSError("closed")
+            conn.send(batch)
         except OSError:
             raise BatchFailed(self._bury()) from None
         kind, payload = self._receive(None)
@@ -147,51 +157,66 @@ class _Worker:
 
     def _receive(self, timeout: float | None) -> tuple[str, Any]:
         """The child's next message, or ("died", why) if it ended (or timed out) first."""
-        assert self._conn is not None and self.process is not None
-        ready = wait([self._conn, self.process.sentinel], timeout)
-        if self._conn in ready:  # read even if it also died: its last reply may be complete
-            try:
-                return self._conn.recv()
-            except (EOFError, OSError):
-                pass
-        elif not ready:
-            self.process.kill()
-            return "died", f"no answer within {timeout:.0f} s; {self._bury()}"
+        conn, process = self._conn, self.process
+        if conn is None or process is None:
+            return "died", "the pool is closing"
+        try:
+            ready = wait([conn, process.sentinel], timeout)
+            if conn in ready:  # read even if it also died: its last reply may be complete
+                return conn.recv()
+        except (EOFError, OSError):  # died, or close() closed the pipe under us
+            pass
+        else:
+            if not ready:
+                process.kill()
+                return "died", f"no answer within {timeout:.0f} s; {self._bury()}"
         return "died", self._bury()
+
+    def _take(self) -> tuple[SpawnProcess | None, Connection | None]:
+        """The process and its pipe, now no longer this worker's: whoever takes them ends them."""
+        with self._handover:
+            taken = self.process, self._conn
+            self.process, self._conn = None, None
+        return taken
 
     def _bury(self) -> str:
         """Reap the dead child and say how it ended; the next call starts a new one."""
-        assert self.process is not None and self._conn is not None
-        self.process.join(STOP_TIMEOUT)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        code = self.process.exitcode
-        self._conn.close()
-        self.process, self._conn = None, None
-        self.state = f"died ({_exit_reason(code)})"
-        return f"{DIED} ({_exit_reason(code)})"
+        process, conn = self._take()
+        if process is None or conn is None:
+            return f"{DIED} (stopped by the pool closing)"
+        process.join(STOP_TIMEOUT)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        conn.close()
+        self.state = f"died ({_exit_reason(process.exitcode)})"
+        return f"{DIED} ({_exit_reason(process.exitcode)})"
 
     def ask_to_stop(self) -> None:
-        if self._conn is not None:
+        self.closing = True  # no replacement starts from now on
+        conn = self._conn
+        if conn is not None:
             try:
-                self._conn.send(None)
+                conn.send(None)
             except OSError:
                 pass
 
     def stop(self) -> None:
-        if self.process is None:
+        process = self.process
+        if process is None:
             return
-        self.process.join(STOP_TIMEOUT)
-        if self.process.is_alive():  # busy with a batch nobody waits for any more
-            self.process.terminate()
-            self.process.join(STOP_TIMEOUT)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        if self._conn is not None:
-            self._conn.close()
-        self.process, self._conn = None, None
+        process.join(STOP_TIMEOUT)  # not taken yet: a batch that ends meanwhile is still answered
+        process, conn = self._take()
+        if process is None:  # a pool thread found it dead and buried it
+            return
+        if process.is_alive():  # busy with a batch nobody waits for any more
+            process.terminate()
+            process.join(STOP_TIMEOUT)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        if conn is not None:
+            conn.close()
 
 
 def _exit_reason(code: int | None) -> str:
