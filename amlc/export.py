@@ -25,15 +25,25 @@ from .units import prediction_error
 
 RULES = "rules"
 
+# A model's answer is current while the store still holds the OCR reading and the rules answer
+# it was made from (amlc.predict records their times); one made from an older reading waits for
+# the predict stage to answer again and is never exported or scored meanwhile.
+CURRENT_SQL = """(q.source = 'rules' OR (
+    abs(json_extract(q.detail, '$.rules_at') - (SELECT r.created_at FROM predictions r
+        WHERE r.sample_id = s.id AND r.source = 'rules')) < 1e-6
+    AND abs(json_extract(q.detail, '$.ocr_at') - (SELECT o.created_at FROM ocr_results o
+        WHERE o.image_id = s.image_id AND o.engine = json_extract(q.detail, '$.ocr'))) < 1e-6))"""
+
 # The best answer per sample: the first source in the caller's preference list, else any
 # model's newest answer, else the rules' answer; with :skip_blanks, any answer before a blank.
-BEST_SQL = """
+BEST_SQL = f"""
 SELECT s.id, s.idx, s.entity, s.label,
        s.raw_label IS NOT NULL AND s.label_error IS NULL AS has_truth, p.prediction, p.source
 FROM samples s
 LEFT JOIN predictions p ON p.rowid = (
     SELECT q.rowid FROM predictions q
     WHERE q.sample_id = s.id AND (:only = 0 OR instr(:sources, '|' || q.source || '|') > 0)
+      AND {CURRENT_SQL}
     ORDER BY :skip_blanks AND q.prediction = '',
              instr(:sources, '|' || q.source || '|') = 0,
              instr(:sources, '|' || q.source || '|'),

@@ -108,6 +108,11 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
     return stages
 
 
+def _ranker() -> str:
+    from .extract.choose import ranker_digest
+    return ranker_digest()
+
+
 async def _start_pool(spec: Any, workers: int, stack: AsyncExitStack) -> Any:
     """Engines load in their workers at once, off the event loop; the pool closes with the run."""
     from .workers import make_pool
@@ -148,7 +153,8 @@ async def run_pipeline(workdir: Workdir, config: RunConfig) -> RunResult:
             stack.push_async_callback(conn.close)
             # We hold the run lock, so every lease left in the store is a dead process's.
             await settle_store(conn, workdir, config.max_attempts,
-                               config.ocr_engine if "ocr" in config.stages else None)
+                               config.ocr_engine if "ocr" in config.stages else None,
+                               _ranker() if "extract" in config.stages else None)
             reader = await open_reader(workdir.store)
             stack.push_async_callback(reader.close)
             writer = await stack.enter_async_context(BatchWriter(conn, store_wait=config.store_wait))

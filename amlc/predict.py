@@ -34,7 +34,8 @@ WHERE e.stage = 'extract' AND e.state = 'done' AND (:split IS NULL OR s.split = 
 """
 
 INPUTS_SQL = """
-SELECT s.id, s.entity, s.group_id, o.text, o.lines, r.prediction AS rules
+SELECT s.id, s.entity, s.group_id, o.text, o.lines, o.created_at AS ocr_at, r.prediction AS rules,
+       r.created_at AS rules_at
 FROM samples s
 LEFT JOIN ocr_results o ON o.image_id = s.image_id AND o.engine = ?
 LEFT JOIN predictions r ON r.sample_id = s.id AND r.source = 'rules'
@@ -119,7 +120,8 @@ class PredictStage:
         if isinstance(reply, Failed):
             return Outcome(item, error=reply.error, retryable=reply.retryable)
         answer = model_choice(options, reply)
-        detail: dict[str, Any] = {"model": self.source}
+        made_from = self._inputs(row)
+        detail: dict[str, Any] = {"model": self.source, **made_from}
         if not answer and self.fallback and row["rules"]:
             answer, detail["fallback"] = row["rules"], "rules"
         sql = ("INSERT OR REPLACE INTO predictions(sample_id, source, prediction, confidence, "
@@ -127,5 +129,14 @@ class PredictStage:
         both = combined_answer(options, reply, self.weight)
         now = time.time()
         return Outcome(item, [(sql, (item.item_id, self.source, answer, now, json.dumps(detail))),
-                              (sql, (item.item_id, f"rules+{self.source}", both, now,
-                                     json.dumps({"model": self.source, "weight": self.weight})))])
+                              (sql, (item.item_id, f"rules+{self.source}", both, now, json.dumps(
+                                  {"model": self.source, "weight": self.weight, **made_from})))])
+
+    def _inputs(self, row: Any) -> dict[str, Any]:
+        """What the answer was made from: the OCR reading (engine, when it was stored, a digest
+        of its text), the rules' answer it saw and the ranker that made the candidates. Export
+        and eval pass over an answer whose reading or rules answer the store no longer holds."""
+        text = row["text"] or ""
+        return {"ocr": self.ocr_engine, "ocr_at": row["ocr_at"], "rules_at": row["rules_at"],
+                "text_sha1": hashlib.sha1(text.encode("utf-8")).hexdigest()[:12],
+                "ranker": self.extractor.digest}

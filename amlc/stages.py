@@ -196,5 +196,5 @@ class ExtractStage:
         record = ("INSERT OR REPLACE INTO predictions(sample_id, source, prediction, confidence, "
                   "created_at, detail) VALUES (?, 'rules', ?, ?, ?, ?)",
                   (item.item_id, prediction.text(), prediction.confidence, time.time(),
-                   rules_detail(self.engine_name)))
+                   rules_detail(self.engine_name, self.extractor.digest)))
         return Outcome(item, [record])

@@ -23,6 +23,14 @@ WHERE stage = 'ocr' AND state = 'done' AND NOT EXISTS (
     SELECT 1 FROM ocr_results r WHERE r.image_id = jobs.item_id AND r.engine = :engine)
 """
 
+# Samples whose rules answer came from another ranker (an upgrade shipped a new one).
+RERANK_SQL = """
+UPDATE jobs SET state = 'pending', attempts = 0, last_error = NULL, not_before = NULL
+WHERE stage = 'extract' AND state IN ('done', 'failed') AND item_id IN (
+    SELECT sample_id FROM predictions
+    WHERE source = 'rules' AND json_extract(detail, '$.ranker') IS NOT :ranker)
+"""
+
 # Samples whose rules answer came from another engine's text, when this engine's text exists.
 REEXTRACT_SQL = """
 UPDATE jobs SET state = 'pending', attempts = 0, last_error = NULL, not_before = NULL
@@ -35,14 +43,18 @@ WHERE stage = 'extract' AND state IN ('done', 'failed') AND item_id IN (
 
 
 async def settle_store(conn: aiosqlite.Connection, workdir: Workdir, max_attempts: int,
-                       ocr_engine: str | None) -> dict[str, int]:
-    """Bring the store in line with this run; returns what changed, by kind."""
+                       ocr_engine: str | None, ranker: str | None = None) -> dict[str, int]:
+    """Bring the store in line with this run; returns what changed, by kind. `ranker` (the
+    extract stage's digest, when it runs) answers again what another ranker answered; a sample
+    answered again has its model answers made again too (migrations/0005)."""
     changed = {"released": await release_dead(conn, max_attempts, everything=True),
                "paths_made_relative": await relative_paths(conn, workdir)}
     if ocr_engine is not None:
         changed["reread"] = (await conn.execute(REREAD_SQL, {"engine": ocr_engine})).rowcount
         changed["reextract"] = (await conn.execute(REEXTRACT_SQL, {"engine": ocr_engine})).rowcount
-        await conn.commit()
+    if ranker is not None:
+        changed["reranked"] = (await conn.execute(RERANK_SQL, {"ranker": ranker})).rowcount
+    await conn.commit()
     return changed
 
 
@@ -56,6 +68,6 @@ async def relative_paths(conn: aiosqlite.Connection, workdir: Workdir) -> int:
     return len(updates)
 
 
-def rules_detail(ocr_engine: str) -> str:
-    """The `detail` of a rules prediction: whose OCR text it came from."""
-    return json.dumps({"ocr": ocr_engine})
+def rules_detail(ocr_engine: str, ranker: str) -> str:
+    """The `detail` of a rules prediction: whose OCR text and which ranker it came from."""
+    return json.dumps({"ocr": ocr_engine, "ranker": ranker})

@@ -6,6 +6,8 @@ The chain needs llama.cpp's converter in the cache (bin/fetch-models, part of se
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import math
 import shutil
@@ -397,9 +399,9 @@ def test_eval_text_scores_a_gguf_model_with_the_f1_line(chain: dict[str, Path], 
     assert all(prediction_error(r["prediction"], r["entity_name"]) is None for r in written)
 
 
-@pytest.mark.slow
-def test_predict_stage_answers_stored_samples_and_resumes(chain: dict[str, Path], tmp_path: Path) -> None:
-    """Labelled samples with real OCR text in the store -> rules -> `amlc predict` -> export/check/eval."""
+def _store_with_rules(tmp_path: Path, n: int) -> Path:
+    """A store whose first n ocr_labeled.csv rows (split 'val') hold their real OCR text, as one
+    line each, and the rules' answers; returns the labelled CSV."""
     import csv as csvlib
     import time
 
@@ -407,7 +409,7 @@ def test_predict_stage_answers_stored_samples_and_resumes(chain: dict[str, Path]
 
     from amlc.ocr import OcrLine, OcrResult
 
-    rows = list(csvlib.DictReader(OCR_LABELED.open()))[:25]
+    rows = list(csvlib.DictReader(OCR_LABELED.open()))[:n]
     labelled = tmp_path / "val.csv"
     with labelled.open("w", newline="") as handle:
         writer = csvlib.writer(handle)
@@ -426,6 +428,16 @@ def test_predict_stage_answers_stored_samples_and_resumes(chain: dict[str, Path]
             [(i,) for (i,) in query(store, "SELECT id FROM images")])
     execute(store, "UPDATE jobs SET state = 'done' WHERE stage = 'ocr'", [()])
     amlc(tmp_path, "run", "--stages", "extract", "--exit-when-done", "--no-dashboard")
+    return labelled
+
+
+@pytest.mark.slow
+def test_predict_stage_answers_stored_samples_and_resumes(chain: dict[str, Path], tmp_path: Path) -> None:
+    """Labelled samples with real OCR text in the store -> rules -> `amlc predict` -> export/check/eval."""
+    from store_helpers import amlc, query
+
+    labelled = _store_with_rules(tmp_path, 25)
+    store = tmp_path / "amlc.db"
     counts = json.loads(amlc(tmp_path, "sft-data", "--split", "val", "--out", str(tmp_path / "sft")).output)
     assert counts["train"] + counts["fit"] + counts["val"] == 25
     assert all(json.loads(line)["prompt"].endswith(PROMPT_END)
@@ -450,6 +462,72 @@ def test_predict_stage_answers_stored_samples_and_resumes(chain: dict[str, Path]
     amlc(tmp_path, "export", str(out), "--split", "val")
     assert amlc(tmp_path, "check", str(out), "--against", str(labelled)).exit_code == 0
     assert amlc(tmp_path, "eval", "--split", "val").output.strip().splitlines()[-1].startswith("f1=")
+
+
+def model_answered(store: Path, source: str = "tiny") -> set[int]:
+    """The samples whose answer from `source` export and eval would use now."""
+    import asyncio
+
+    import aiosqlite
+
+    from amlc.export import best_answers
+
+    async def go() -> set[int]:
+        async with aiosqlite.connect(store) as conn:
+            conn.row_factory = aiosqlite.Row
+            return {a.sample_id for a in await best_answers(conn, "val", (source,), only=True) if a.source}
+    return asyncio.run(go())
+
+
+@pytest.mark.slow
+def test_a_model_answer_made_from_text_the_store_no_longer_holds_is_made_again(
+        chain: dict[str, Path], tmp_path: Path) -> None:
+    """A model answered 6 samples; then one image is read anew (new text) and another sample's
+    rules answer came from an older ranker. Until the model answers them again, export and eval
+    pass over its two out-of-date answers (the rules' stand); the next `amlc predict` remakes
+    exactly those two."""
+    import time
+
+    from store_helpers import amlc, execute, query
+
+    from amlc.ocr import OcrLine, OcrResult
+
+    labelled = _store_with_rules(tmp_path, 6)
+    store = tmp_path / "amlc.db"
+    model = tmp_path / "tiny.gguf"
+    shutil.copyfile(chain["q8"], model)
+    amlc(tmp_path, "predict", "--model", str(model), "--split", "val", "--no-dashboard")
+    stage = stage_name(model)
+    first = dict(query(store, "SELECT sample_id, created_at FROM predictions WHERE source = 'tiny'"))
+    (reread, image), (reranked, _) = query(store, "SELECT id, image_id FROM samples ORDER BY id LIMIT 2")
+    new_text = OcrResult([OcrLine("NET WT 250 g", 1.0, ((0, 0), (1, 0), (1, 1), (0, 1)))], "rapidocr")
+    execute(store, "INSERT OR REPLACE INTO ocr_results(image_id, engine, lines, text, preprocess, created_at) "
+                   "VALUES (?, 'rapidocr', ?, ?, '{}', ?)", [(image, new_text.to_json(), new_text.text(), time.time())])
+    # the image's samples are made stale as a new reading makes them (OCR done again)
+    execute(store, "UPDATE jobs SET state = 'pending' WHERE stage = 'ocr' AND item_id = ?", [(image,)])
+    execute(store, "UPDATE jobs SET state = 'done' WHERE stage = 'ocr' AND item_id = ?", [(image,)])
+    execute(store, "UPDATE predictions SET detail = json_set(detail, '$.ranker', 'older') "
+                   "WHERE sample_id = ? AND source = 'rules'", [(reranked,)])
+
+    everyone = set(first)
+    assert model_answered(store) == everyone - {reread}  # its reading is gone: so is its answer
+    amlc(tmp_path, "run", "--stages", "extract", "--exit-when-done", "--no-dashboard")
+    pending = {i for (i,) in query(store, "SELECT item_id FROM jobs WHERE stage = ? AND state = 'pending'", (stage,))}
+    assert pending == {reread, reranked}
+    assert model_answered(store) == everyone - {reread, reranked}  # the rules answered them anew
+    exported = tmp_path / "sub.csv"
+    amlc(tmp_path, "export", str(exported), "--split", "val", "--source", "tiny")
+    rules = dict(query(store, "SELECT sample_id, prediction FROM predictions WHERE source = 'rules'"))
+    written = {int(r["index"]): r["prediction"] for r in csv.DictReader(exported.open())}
+    assert written[0] == rules[reread] and written[1] == rules[reranked]
+    amlc(tmp_path, "predict", "--model", str(model), "--split", "val", "--no-dashboard")
+    assert model_answered(store) == everyone
+    again = dict(query(store, "SELECT sample_id, created_at FROM predictions WHERE source = 'tiny'"))
+    assert {i for i in again if again[i] != first[i]} == {reread, reranked}
+    made = json.loads(query(store, "SELECT detail FROM predictions WHERE sample_id = ? AND source = 'tiny'",
+                            (reread,))[0][0])
+    assert made["text_sha1"] == hashlib.sha1(b"NET WT 250 g").hexdigest()[:12] and made["ocr"] == "rapidocr"
+    assert amlc(tmp_path, "check", str(exported), "--against", str(labelled)).exit_code == 0
 
 
 @pytest.mark.slow

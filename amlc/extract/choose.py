@@ -7,6 +7,7 @@ low-confidence answer into a blank.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -88,14 +89,17 @@ def rank(candidates: list[Candidate], entity: str, group: str | None, priors: Pr
 class Extractor:
     """OCR lines -> the answer for an entity (or a blank), with the ranked candidates."""
 
-    def __init__(self, model: Model | None = None, priors: Priors | None = None):
+    def __init__(self, model: Model | None = None, priors: Priors | None = None, digest: str = ""):
         self.model = model or load_model(DEFAULT_MODEL)
         self.priors = priors or load_priors(DEFAULT_PRIORS)
+        # which ranker this is, recorded with every answer ("" for one built in memory)
+        self.digest = digest or (ranker_digest() if model is None and priors is None else "")
 
     @classmethod
     def load(cls, path: Path | None = None, priors_path: Path | None = None) -> "Extractor":
         """The model at path (default: the shipped amlc/extract/model.json) and its priors."""
-        return cls(load_model(path or DEFAULT_MODEL), load_priors(priors_path or DEFAULT_PRIORS))
+        path, priors_path = path or DEFAULT_MODEL, priors_path or DEFAULT_PRIORS
+        return cls(load_model(path), load_priors(priors_path), ranker_digest(path, priors_path))
 
     def predict(self, entity: str, ocr: str | Sequence[Any], group_id: str | None = None) -> Prediction:
         """`ocr` is the OCR text, or its lines (strings or objects with .text/.confidence/.box).
@@ -111,6 +115,15 @@ class Extractor:
             return Prediction(None, confidence, ordered, ranked=ranked)
         bare = self.priors.whole_number_bare(entity, best.unit, group_id)
         return Prediction(make_answer(best.value, best.unit, entity), confidence, ordered, bare, ranked)
+
+
+def ranker_digest(model: Path = DEFAULT_MODEL, priors: Path = DEFAULT_PRIORS) -> str:
+    """A short digest of the ranker's files: answers record it, and a run answers again the
+    rows a different ranker answered."""
+    sha = hashlib.sha256()
+    for path in (model, priors):
+        sha.update(Path(path).read_bytes())
+    return sha.hexdigest()[:12]
 
 
 def load_model(path: Path) -> Model:
