@@ -107,20 +107,54 @@ async def split_sources(conn: aiosqlite.Connection, split: str) -> list[str]:
 
 async def choose_source(conn: aiosqlite.Connection, split: str) -> Choice:
     """The source with the best recorded F1 among those that answered `split`: the rules
-    unless a model beat them."""
+    unless a model beat them on rows it never learned from."""
     recorded = await fetch_all(conn, SCORES_SQL)
     if not recorded:
         return Choice(RULES, "no F1 per source is recorded yet (`amlc eval --split <labelled split>` "
                              "records one): the rules by default")
-    run, f1 = recorded[0], {s: v["f1"] for s, v in json.loads(recorded[0]["scores"]).items()}
+    run, scores = recorded[0], json.loads(recorded[0]["scores"])
+    learned = sorted(s for s, v in scores.items() if v.get("learned_rows"))
+    f1 = {s: v["f1"] for s, v in scores.items() if s not in learned}
     answered = set(await split_sources(conn, split))
     where = f"on split {run['split']!r} (amlc eval, run {run['id']})"
+    if learned:
+        where += f"; not counted: {', '.join(learned)}, trained or fitted on rows of that split"
     rules = f1.get(RULES, 0.0)
     models = sorted((v, s) for s, v in f1.items() if s != RULES and s in answered)
     if models and models[-1][0] > rules:
         return Choice(models[-1][1], f"F1 {models[-1][0]:.4f} beat the rules' {rules:.4f} {where}")
     others = f", best model {models[-1][1]} {models[-1][0]:.4f}" if models else ", no model answered it"
     return Choice(RULES, f"the rules' F1 {rules:.4f} {where}{others}")
+
+
+async def rows_learned(conn: aiosqlite.Connection, source: str, split: str, store: Path) -> int:
+    """How many of `split`'s labelled samples the model behind `source` (or rules+<model>) was
+    trained or fitted on: those of a split or file it learned from that fall in the training
+    half of its split by image (amlc.llm.origin). 0 for the rules and for models whose origin
+    nobody recorded."""
+    from .extract.data import in_validation
+
+    model = source.removeprefix("rules+")
+    found = await fetch_all(conn, "SELECT json_extract(config, '$.trained_on') AS origin FROM runs "
+                                  "WHERE kind = 'model' AND json_extract(config, '$.source') = ? "
+                                  "ORDER BY id DESC LIMIT 1", (model,))
+    origin = json.loads(found[0]["origin"]) if found and found[0]["origin"] else None
+    if origin is None or not await _learned_from_split(conn, origin, split, store):
+        return 0
+    links = await fetch_all(conn, "SELECT i.link FROM samples s JOIN images i ON i.id = s.image_id "
+                                  "WHERE s.split = ? AND s.label IS NOT NULL", (split,))
+    return sum(not in_validation({"image_link": r["link"]}, origin["seed"]) for r in links)
+
+
+async def _learned_from_split(conn: aiosqlite.Connection, origin: dict, split: str, store: Path) -> bool:
+    """The split is one the model's rows came from: named in this store, or ingested from a file
+    with the same content as one of its training files."""
+    if origin.get("store") == str(Path(store).resolve()) and split in origin.get("splits", ()):
+        return True
+    files = {f["sha256"] for f in origin.get("files", ())}
+    ingested = await fetch_all(conn, "SELECT json_extract(metrics, '$.sha256') AS sha FROM runs "
+                                     "WHERE kind = 'ingest' AND json_extract(config, '$.split') = ?", (split,))
+    return any(r["sha"] in files for r in ingested)
 
 
 async def export_answers(conn: aiosqlite.Connection, split: str, source: str,

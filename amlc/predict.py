@@ -67,6 +67,17 @@ def content_digest(path: Path) -> str:
     return sha.hexdigest()
 
 
+async def record_model(conn: aiosqlite.Connection, source: str, model_path: Path) -> None:
+    """A `model` run naming the source, its file and what it was trained on (amlc.llm.origin):
+    what `amlc eval` reads to tell rows the model learned from."""
+    from .llm.origin import model_origin
+
+    config = {"source": source, "model": str(model_path.resolve()), "trained_on": model_origin(model_path)}
+    await conn.execute("INSERT INTO runs(kind, config, status, started_at, finished_at) "
+                       "VALUES ('model', ?, 'done', ?, ?)", (json.dumps(config), time.time(), time.time()))
+    await conn.commit()
+
+
 class PredictStage:
     mark_started = True  # llama.cpp may crash the process on an input
     batch = 16    # samples per worker call, so identical prompts within it are decoded once
@@ -87,8 +98,13 @@ class PredictStage:
         self.batch = batch or self.batch  # at least the rows a worker decodes together
         self.extractor = Extractor.load()
         self.weight = load_weight(model_path)  # fitted beside the model by `amlc llm-bench`
+        self.model_path = model_path
+        self._recorded = False  # the model and what it learned from, in the store's runs
 
     async def enqueue(self, conn: aiosqlite.Connection) -> int:
+        if not self._recorded:
+            await record_model(conn, self.source, self.model_path)
+            self._recorded = True
         cursor = await conn.execute(ENQUEUE_SQL, {"stage": self.name, "split": self.split})
         await conn.commit()
         return cursor.rowcount

@@ -531,6 +531,44 @@ def test_a_model_answer_made_from_text_the_store_no_longer_holds_is_made_again(
 
 
 @pytest.mark.slow
+def test_eval_marks_a_model_on_rows_it_learned_from_and_export_does_not_choose_on_them(
+        chain: dict[str, Path], tmp_path: Path) -> None:
+    """The chain's GGUF carries what its SFT rows came from. Two copies answer a labelled split:
+    one as if trained on that split (its SFT data made from it by `amlc sft-data --split`), one
+    on the very file the split was ingested from. `amlc eval` counts, for each, the split's rows
+    in the training half of the split by image, prints the score marked, and `amlc export`
+    leaves both out of its choice and says so."""
+    from store_helpers import amlc, amlc_json
+
+    from amlc.extract.data import in_validation
+    from amlc.llm.origin import copy_origin, data_origin, model_origin, model_origin_path, write_origin
+
+    assert model_origin(chain["q8"]) == data_origin([OCR_LABELED], None, [], 0)  # written by export-model
+    labelled = _store_with_rules(tmp_path, 25)
+    amlc(tmp_path, "sft-data", "--split", "val", "--out", str(tmp_path / "sft"))
+    by_split, by_file = tmp_path / "by-split.gguf", tmp_path / "by-file.gguf"
+    for model in (by_split, by_file):
+        shutil.copyfile(chain["q8"], model)
+    copy_origin(tmp_path / "sft", model_origin_path(by_split))
+    write_origin(tmp_path / "file-origin", data_origin([labelled], None, [], 0))
+    copy_origin(tmp_path / "file-origin", model_origin_path(by_file))
+    for model in (by_split, by_file):
+        amlc(tmp_path, "predict", "--model", str(model), "--split", "val", "--no-dashboard")
+
+    with labelled.open(newline="") as handle:
+        trained = sum(not in_validation(row) for row in csv.DictReader(handle))
+    assert 0 < trained < 25
+    scored = amlc_json(tmp_path, "eval", "--split", "val")["by_source"]
+    assert {s: v["learned_rows"] for s, v in scored.items()} == {
+        "rules": 0, "by-split": trained, "rules+by-split": trained, "by-file": trained, "rules+by-file": trained}
+    printed = amlc(tmp_path, "eval", "--split", "val").output
+    assert f"trained or fitted on {trained} of these rows: not evidence for export" in printed
+    said = amlc(tmp_path, "export", str(tmp_path / "sub.csv"), "--split", "val").output
+    assert "answers from 'rules'" in said
+    assert "not counted: by-file, by-split, rules+by-file, rules+by-split, trained or fitted" in said
+
+
+@pytest.mark.slow
 def test_two_llm_workers_answer_like_one(chain: dict[str, Path], tmp_path: Path, image_server) -> None:
     """`amlc predict --llm-workers 2` (two processes) stores exactly the answers of one worker."""
     import shutil

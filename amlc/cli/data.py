@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..check import check_submission
-from ..export import (RULES, Choice, ExportError, choose_source, export_answers, provenance,
+from ..export import (RULES, Choice, ExportError, choose_source, export_answers, provenance, rows_learned,
                       render_submission, split_sources, write_atomically)
 from ..ingest import IngestError, ingest
 from ..metric import format_report
@@ -176,6 +176,8 @@ def eval_command(ctx: click.Context, split: str, sources: tuple[str, ...], only:
     Example:
       amlc eval --split val --source rules --only
     """
+    store = workdir(ctx).store
+
     async def scored(conn):
         run_id = await start_run(conn, "eval", json.dumps({"split": split, "sources": sources}))
         report, skipped = await evaluate_split(conn, split, sources, only)
@@ -183,20 +185,26 @@ def eval_command(ctx: click.Context, split: str, sources: tuple[str, ...], only:
         for source in await split_sources(conn, split):  # each alone too, for `amlc export`
             alone, _ = await evaluate_split(conn, split, (source,), only=True)
             by_source[source] = {"f1": alone.f1, "strict_f1": alone.strict.f1,
-                                 "weighted_f1": alone.weighted()[0].f1}
+                                 "weighted_f1": alone.weighted()[0].f1,
+                                 "learned_rows": await rows_learned(conn, source, split, store)}
         await finish_run(conn, run_id, json.dumps({**report.as_dict(), "skipped": skipped,
                                                    "by_source": by_source}))
-        return report, skipped
+        return report, skipped, by_source
 
-    report, skipped = run_async(lambda: using_store(workdir(ctx).store, scored, write=True))
+    report, skipped, by_source = run_async(lambda: using_store(store, scored, write=True))
     if not report.per_entity:
         raise click.ClickException(f"split {split!r} has no labelled samples to score")
     if as_json:
-        print_json({**report.as_dict(), "skipped_unlabelled": skipped})
+        print_json({**report.as_dict(), "skipped_unlabelled": skipped, "by_source": by_source})
         return
     click.echo(format_report(report))
     if skipped:
         click.echo(f"skipped {skipped} samples without a usable label")
+    click.echo("each source alone (what `amlc export` chooses on):")
+    for source, s in by_source.items():
+        learned = (f"  trained or fitted on {s['learned_rows']} of these rows: not evidence for export"
+                   if s["learned_rows"] else "")
+        click.echo(f"  {source:<28} F1 {s['f1']:.4f}{learned}")
     click.echo(f"each row with its photo, boxes and candidates: amlc report --split {split}")
     click.echo(f"f1={report.f1:.4f}")
 

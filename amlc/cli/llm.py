@@ -75,6 +75,7 @@ def sft_data(ctx: click.Context, csv_files: tuple[Path, ...], store_splits: tupl
       amlc -w photos-work sft-data --from ../shared/data/ocr_labeled.csv --split train --out sft/
     """
     from ..extract.data import read_store_rows
+    from ..llm.origin import data_origin, write_origin
     from ..llm.sft import build_sft_files
 
     if not csv_files and not store_splits:
@@ -86,7 +87,9 @@ def sft_data(ctx: click.Context, csv_files: tuple[Path, ...], store_splits: tupl
             raise click.ClickException(f"splits {', '.join(store_splits)} have no labelled samples "
                                        f"with {ocr_engine} OCR text")
         sources.append(rows)
-    _echo_json(build_sft_files(sources, out, seed=seed, train_size=train_size, use_candidates=candidates))
+    counts = build_sft_files(sources, out, seed=seed, train_size=train_size, use_candidates=candidates)
+    write_origin(out, data_origin(csv_files, workdir(ctx).store if store_splits else None, store_splits, seed))
+    _echo_json(counts)
 
 
 @click.command("train")

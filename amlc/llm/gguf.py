@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .origin import copy_origin, model_origin_path
+
 QUANT_TYPES = {"q8_0": 7, "q4_k_m": 15}  # llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0 / _Q4_K_M
 
 
@@ -127,6 +129,8 @@ def export_model(adapter_dir: str | Path, out_dir: str | Path, kinds: Sequence[s
                 progress.advance(step=f"{kind} on {len(check_prompts)} prompts")
                 result.agreement[kind] = agreement(reference, gguf_greedy(path, check_prompts))
         progress.advance(step="done")
+    for path in result.gguf.values():  # what the model learned from, beside each file
+        copy_origin(run_dir(Path(adapter_dir)), model_origin_path(path))
     (out / "export.json").write_text(json.dumps(result.as_dict(), indent=2))
     return result
 

@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from .origin import ORIGIN, copy_origin
+
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -321,6 +323,7 @@ def _write_info(out: Path, base, base_dir: Path, data, config: TrainConfig, resu
             "config": asdict(config), "steps": result.steps, "final_loss": result.final_loss,
             "seconds": round(result.seconds, 1), "resumed_from": resumed, "curve": result.curve}
     (out / "train_info.json").write_text(json.dumps(info, indent=2))
+    copy_origin(Path(data).parent, out / ORIGIN)  # what the rows came from, for the GGUF
 
 
 def read_info(out: str | Path) -> dict:

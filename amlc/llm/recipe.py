@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 from ..extract.data import OCR_LABELED, TextRow, in_validation, read_store_rows, read_text_rows, split_rows
 from .choice import DEFAULT_WEIGHT, fit_weight, grammar_choice, load_weight, save_weight, weight_path
 from .compare import RowAnswers, answer_rows
+from .origin import data_origin, write_origin
 from .sft import build_sft_files, held_out_for_fit, write_jsonl
 
 QUANT = "q8_0"
@@ -73,9 +74,11 @@ def options_source(extractor: Any, sources: dict[str, list[TextRow]]) -> Callabl
     return lambda row: extractor if in_validation(row) else oof.extractor(row)
 
 
-def build_data(step: Step, sources: dict[str, list[TextRow]], options_from: Callable[[], Any]) -> dict[str, int]:
+def build_data(step: Step, sources: dict[str, list[TextRow]], options_from: Callable[[], Any],
+               origin: dict[str, Any]) -> dict[str, int]:
     if not (step.sft / "val.jsonl").exists():
         counts = build_sft_files(list(sources.values()), step.sft, extractor_for=options_from())
+        write_origin(step.sft, origin)
         (step.sft / "counts.json").write_text(json.dumps(counts))
     return json.loads((step.sft / "counts.json").read_text())
 
@@ -165,7 +168,9 @@ def run(out: Path, base: Path, config_name: str = "smollm2_cpu", text_csv: Path 
     sources = labelled_rows(text_csv, photos_store)
     extractor = Extractor.load()
     options_from = cache(lambda: options_source(extractor, sources))  # fitted only when needed
-    _say("SFT rows: " + json.dumps(build_data(step, sources, options_from)))
+    splits = sorted({r.split for r in sources.get("photos", ()) if r.split})
+    origin = data_origin([text_csv] if text_csv else [], photos_store, splits, seed=0)
+    _say("SFT rows: " + json.dumps(build_data(step, sources, options_from, origin)))
     model = export_model(step, train_model(step, base, config_name))
     engine = load_llama(str(model), n_threads=threads)
     halves = {name: split_rows(rows) for name, rows in sources.items()}
