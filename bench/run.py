@@ -1,9 +1,10 @@
 """`amlc run` end to end, as a user runs it: download -> OCR -> rules (-> LLM with --model).
 
-    python bench/run.py [--urls 1000,5000] [--ocr-workers N] [--device cpu|cuda] [--model M.gguf]
+    python bench/run.py [--urls 1000,5000] [--images test|photos] [--ocr-workers N] [--device cpu|cuda]
+                        [--model M.gguf] [--baseline-flags FLAGS]
 
-A local aiohttp server (tests/http_server.py, a subprocess) serves the 290 real test images; N
-URLs alias them with a distinct query string each, so every URL is its own download and its
+A local aiohttp server (tests/http_server.py, a subprocess) serves the 290 real test images
+(or, with --images photos, the 660 labelled photos at full size); N URLs alias them with a distinct query string each, so every URL is its own download and its
 own OCR, and each carries the test.csv rows of its image (1.5 rows per image, as in the official
 file). For each N, `amlc run --exit-when-done` is timed as a subprocess on a fresh work folder and
 the table shows, per stage, the items done and their rate (from the store's job timestamps),
@@ -170,13 +171,20 @@ def hours(seconds: float) -> str:
 
 # ---------------------------------------------------------------- this benchmark
 
-def aliased_rows(base: str, urls: int) -> list[list]:
-    """`urls` distinct links cycling over the test images, each with its image's test.csv rows."""
+IMAGE_SETS = {  # --images: a folder of real images and the rows that name them
+    "test": (TEST_IMAGES, DATA / "test.csv"),   # the official test images, shrunk to 500 px
+    "photos": (DATA / "photos", DATA / "photos.csv"),   # labelled train photos at full size
+}
+
+
+def aliased_rows(base: str, urls: int, images: str = "test") -> list[list]:
+    """`urls` distinct links cycling over an image set, each with its image's rows."""
+    folder, rows_csv = IMAGE_SETS[images]
     by_image: dict[str, list[tuple[str, str]]] = {}
-    with (DATA / "test.csv").open(newline="") as handle:
+    with rows_csv.open(newline="") as handle:
         for row in csv.DictReader(handle):
             name = row["image_link"].rsplit("/", 1)[-1]
-            if (TEST_IMAGES / name).is_file():
+            if (folder / name).is_file():
                 by_image.setdefault(name, []).append((row["group_id"], row["entity_name"]))
     names = sorted(by_image)
     rows: list[tuple[str, str, str]] = []
@@ -199,7 +207,7 @@ def stage_rates(workdir: Path) -> dict[str, tuple[int, float]]:
 def run_once(base: str, urls: int, args: argparse.Namespace, ocr_workers: int | None, flags: str) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix=f"amlc-run-{urls}-", dir=args.tmp))
     try:
-        rows = aliased_rows(base, urls)
+        rows = aliased_rows(base, urls, args.images)
         amlc(workdir, "ingest", str(write_rows(workdir / "in.csv", HEADER, rows)), "--split", "test")
         extra = ["--ocr-device", args.device, "--ocr-engine", args.ocr_engine]
         if ocr_workers is not None:
@@ -228,11 +236,15 @@ def report(result: dict, baseline: dict | None, baseline_name: str = "") -> None
     for stage, (done, rate) in sorted(result["stages"].items(), key=lambda s: s[1][1]):
         official = OFFICIAL_IMAGES if stage in ("fetch", "ocr") else OFFICIAL_ROWS
         print(f"  {stage:<22} {done:>7} {rate:>8.2f} {hours(official / rate):>26}")
-    per_image = timed.seconds / result["urls"]
-    print(f"  end to end: {result['urls'] / timed.seconds:.2f} images/s -> official test set "
-          f"({OFFICIAL_IMAGES:,} images, {OFFICIAL_ROWS:,} rows) in {hours(OFFICIAL_IMAGES * per_image)}")
+    per_image, cpu_per_image = timed.seconds / result["urls"], timed.cpu / result["urls"]
+    print(f"  end to end: {result['urls'] / timed.seconds:.2f} images/s, {cpu_per_image:.2f} CPU s per image "
+          f"(all processes) -> official test set ({OFFICIAL_IMAGES:,} images, {OFFICIAL_ROWS:,} rows) in "
+          f"{hours(OFFICIAL_IMAGES * per_image)} wall; its CPU alone on {os.cpu_count()} cores: "
+          f"{hours(OFFICIAL_IMAGES * cpu_per_image / (os.cpu_count() or 1))}")
     if baseline is not None:
-        print(f"  vs {baseline_name} on the same URLs: {baseline['timed'].seconds / timed.seconds:.2f}x")
+        before = baseline["timed"]
+        print(f"  vs {baseline_name} on the same URLs: {before.seconds / timed.seconds:.2f}x the speed, "
+              f"{timed.cpu / before.cpu:.2f}x the CPU")
 
 
 def main() -> None:
@@ -249,6 +261,9 @@ def main() -> None:
                              'worker, e.g. "--ocr-reread-below 0"')
     parser.add_argument("--amlc-flags", default="", metavar="FLAGS",
                         help='more `amlc run` flags for every run, e.g. "--ocr-reread-below 0"')
+    parser.add_argument("--images", choices=sorted(IMAGE_SETS), default="test",
+                        help="test: the 290 official test images (500 px); photos: the 660 labelled "
+                             "photos at full size (up to 1600 px), what the CDN serves")
     parser.add_argument("--tmp", default=None, help="where the work folders go (default: system temp)")
     args = parser.parse_args()
     args.ocr_engine = args.ocr_engine or ("paddleocr" if args.device.startswith("cuda") else "rapidocr")
@@ -257,7 +272,7 @@ def main() -> None:
           f"model {args.model or 'none'}; {machine()}")
     from fetch import Corpus, Server  # bench/fetch.py's: tests/http_server.py as a subprocess
 
-    server = Server(Corpus(TEST_IMAGES, [], []), latency_ms=0.0)
+    server = Server(Corpus(IMAGE_SETS[args.images][0], [], []), latency_ms=0.0)
     try:
         if args.baseline_flags is None:  # one OCR worker, else the default run with other flags
             name, workers, flags = "one OCR worker", 1, args.amlc_flags

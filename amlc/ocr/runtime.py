@@ -9,6 +9,7 @@ so PaddleOCR always runs on onnxruntime.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 RUNTIMES = ("auto", "onnxruntime", "openvino")
@@ -20,7 +21,7 @@ class RuntimeChoiceError(ValueError):
 
 def openvino_installed() -> bool:
     try:  # an import, not a spec lookup: a broken or blocked install counts as missing
-        import openvino  # noqa: F401
+        importlib.import_module("openvino")
     except ImportError:
         return False
     return True
