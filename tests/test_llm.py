@@ -211,6 +211,29 @@ def test_unsloth_is_imported_before_anything_loads_transformers(tmp_path: Path) 
     assert "transformers loaded first: False" in done.stdout
 
 
+def test_a_llama_cpp_build_without_a_call_amlc_uses_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llama_cpp
+
+    from amlc.llm.api import TESTED, LlamaApiError, check_bindings, check_members
+
+    assert llama_cpp.__version__ == TESTED  # what pyproject pins and the tests run on
+    check_bindings()
+    monkeypatch.delattr(llama_cpp, "llama_memory_seq_rm")
+    with pytest.raises(LlamaApiError, match=r"lacks llama_cpp\.llama_memory_seq_rm, which .* "
+                                            r"pip install 'llama-cpp-python==0\.3\.36'"):
+        check_bindings()
+
+    class Loaded:  # a Llama of a build whose context lost its KV-cache call
+        input_ids, n_tokens, context_params, model = [], 0, object(), object()
+        _batch = type("Batch", (), {"set_batch": print})()
+        _ctx = type("Ctx", (), {"decode": print, "get_logits": print})()
+
+        def eval(self, tokens: list[int]) -> None: ...
+
+    with pytest.raises(LlamaApiError, match=r"lacks Llama\._ctx\.kv_cache_seq_rm,"):
+        check_members(Loaded())
+
+
 def test_the_warm_up_is_whole_steps_every_transformers_version_reads(tmp_path: Path) -> None:
     from amlc.llm.lora import sft_args
     config = load_config(CONFIG_DIR / "smollm2_cpu.toml")   # 200 steps, a warm-up of 5%

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Callable, Sequence
 
 from ..units import prediction_error
+from .api import check_bindings, check_members
 from .choice import ChoiceItem, score_item
 from .grammar import all_grammars, validate
 from .parallel import ParallelDecoder
@@ -90,11 +91,13 @@ def load_llama(model_path: str, n_threads: int = 1, n_ctx: int = DEFAULT_CTX, ch
     """
     import llama_cpp
 
+    check_bindings()  # a clear refusal, not an AttributeError mid-run, on an untested build
     if check:
         validate(model_path)
     layers = default_gpu_layers() if gpu_layers is None else gpu_layers
     llm = llama_cpp.Llama(model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                           n_batch=512, n_gpu_layers=layers, verbose=False)
+    check_members(llm)
     grammars = {e: llama_cpp.LlamaGrammar.from_string(g, verbose=False) for e, g in all_grammars().items()}
     decoder = ParallelDecoder(llm, all_grammars(), parallel, MAX_ANSWER_TOKENS) if parallel > 1 else None
     return LlamaEngine(llm, grammars, parallel=decoder)
