@@ -276,6 +276,32 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
+def test_train_and_export_print_only_their_own_lines_off_a_terminal(chain: dict[str, Path], tmp_path: Path) -> None:
+    """The libraries' bars and logs (transformers' loading bar, llama.cpp's quantizer, a line
+    per tensor) land in a log beside the outputs, named once; the commands' own progress and
+    results stay on stdout and stderr."""
+    import subprocess
+
+    def amlc_cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "amlc", *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout + done.stderr
+
+    root = chain["root"]
+    trained = amlc_cli("train", "--base", str(root / "tiny"), "--data", str(root / "sft" / "train.jsonl"),
+                       "--out", str(tmp_path / "run"), "--config", "lora_tiny", "--max-steps", "4")
+    exported = amlc_cli("export-model", str(tmp_path / "run" / "adapter"), "--out", str(tmp_path / "export"),
+                        "--quant", "q8_0")
+    train_log, export_log = (tmp_path / "run" / "train.log").read_text(), (tmp_path / "export" / "export.log").read_text()
+    assert "Loading weights: 100%|" in train_log  # transformers' bar
+    assert "%|" not in trained + exported  # no library's bar reaches the user
+    assert "converting to q8_0" in export_log and "converting to q8_0" not in exported
+    assert f"libraries' output goes to {tmp_path / 'run' / 'train.log'}" in trained
+    assert "train: 4/4 steps" in trained and '"steps": 4' in trained  # its own progress and result
+    assert "export: " in exported and '"q8_0":' in exported
+
+
+@pytest.mark.slow
 def test_training_resumed_from_its_checkpoint(chain: dict[str, Path]) -> None:
     info = json.loads((chain["root"] / "run" / "train_info.json").read_text())
     assert info["backend"] == "peft" and info["steps"] == 70

@@ -6,7 +6,9 @@ Also `score_model_on_text`, which scores a GGUF model on a labelled OCR CSV from
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import click
 
@@ -110,8 +112,9 @@ def train(base: Path, data: Path, out: Path, config_file: str | None, max_steps:
     the latest losses while it runs, then the learning curve."""
     from ..llm.lora import format_curve, load_config, train as run_training
 
-    result = run_training(base, data, out, load_config(config_file, max_steps=max_steps), resume=resume,
-                          eval_data=eval_data)
+    config = load_config(config_file, max_steps=max_steps)
+    with libraries_logged(out / "train.log"):
+        result = run_training(base, data, out, config, resume=resume, eval_data=eval_data)
     click.echo(format_curve(result.curve))
     _echo_json({"backend": result.backend, "adapter": result.adapter_dir, "steps": result.steps,
                 "final_loss": result.final_loss, "seconds": round(result.seconds, 1)})
@@ -136,7 +139,9 @@ def export_model(adapter: Path, out: Path, quants: tuple[str, ...], check_file: 
     from ..llm.sft import read_jsonl
 
     prompts = [r["prompt"] for r in read_jsonl(check_file)[:check_n]] if check_file else []
-    _echo_json(run_export(adapter, out, quants, prompts, base).as_dict())
+    with libraries_logged(out / "export.log"):
+        result = run_export(adapter, out, quants, prompts, base)
+    _echo_json(result.as_dict())
 
 
 def score_model_on_text(model_gguf: str | Path, csv_file: str | Path, split: str = "val",
@@ -186,8 +191,20 @@ def llm_bench(out: Path, base: Path | None, config_name: str, text_csv: Path | N
     from ..llm.assets import fetch_smollm2
     from ..llm.recipe import run
 
-    run(out, base or fetch_smollm2(cache_dir()), config_name, text_csv or default_labeled_csv(), photos_store,
-        threads, grammar=not no_grammar, limit=limit)
+    base = base or fetch_smollm2(cache_dir())
+    with libraries_logged(out / "llm-bench.log"):
+        run(out, base, config_name, text_csv or default_labeled_csv(), photos_store, threads,
+            grammar=not no_grammar, limit=limit)
+
+
+@contextmanager
+def libraries_logged(log: Path) -> Iterator[None]:
+    """The libraries' bars and logs to `log` (said once), amlc's own lines to the user."""
+    from ..llm.quiet import output_to
+
+    click.echo(f"libraries' output goes to {log}", err=True)
+    with output_to(log):
+        yield
 
 
 COMMANDS = [tiny_model, sft_data, train, export_model, llm_bench]

@@ -4,7 +4,6 @@
     render.py          product-label images with PIL: fonts, sizes, rotation, blur, noise, clutter
     serve.py           a local aiohttp image server on 127.0.0.1 (ephemeral port)
     llm_steps.py       SFT rows from the store, base, LoRA, GGUF, predict (amlc.predict stage)
-    quiet.py           libraries' C-level output to a log file
     data.py            the rendered dataset and its CSVs
     run.py             the steps, each skipped when the work folder says it is done
 """

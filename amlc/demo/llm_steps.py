@@ -13,7 +13,7 @@ from typing import Callable
 
 from ..store import fetch_all, open_reader
 from ..workdir import Workdir
-from .quiet import output_to
+from ..llm.quiet import output_to
 from .sizes import DemoSize
 
 QUANTS = ("q8_0", "q4_k_m")

@@ -11,7 +11,6 @@ Used without `with`, `start()` begins it and reaching the total ends it.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -19,6 +18,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.progress import Progress as RichProgress
+
+from .quiet import own
 
 PLAIN_INTERVAL = 5.0  # seconds between plain lines
 
@@ -38,7 +39,7 @@ class Progress:
     def __init__(self, description: str, total: int | None, unit: str = "rows", live: bool | None = None,
                  interval: float = PLAIN_INTERVAL, console: Console | None = None) -> None:
         self.description, self.total, self.unit = description, total, unit
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(file=own(2))  # the user's, even while libraries log
         self.live = self.console.is_terminal if live is None else live
         self.interval = interval
         self.done = 0
@@ -112,4 +113,4 @@ class Progress:
             parts.append(f"ETA {_duration(eta)}")
         if self.info:
             parts.append(_fields(self.info))
-        print(", ".join(p for p in parts if p), file=sys.stderr, flush=True)
+        print(", ".join(p for p in parts if p), file=own(2), flush=True)

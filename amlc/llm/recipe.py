@@ -28,6 +28,7 @@ from ..extract.data import OCR_LABELED, TextRow, in_validation, read_store_rows,
 from .choice import DEFAULT_WEIGHT, fit_weight, grammar_choice, load_weight, save_weight, weight_path
 from .compare import RowAnswers, answer_rows
 from .origin import data_origin, write_origin
+from .quiet import own
 from .sft import build_sft_files, held_out_for_fit, write_jsonl
 
 QUANT = "q8_0"
@@ -60,7 +61,7 @@ def labelled_rows(text_csv: Path | None, photos_store: Path | None, ocr_engine: 
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    print(message, file=own(1), flush=True)
 
 
 def options_source(extractor: Any, sources: dict[str, list[TextRow]]) -> Callable[[TextRow], Any]:
