@@ -449,4 +449,5 @@ def test_the_shipped_ranker_records_the_inputs_and_outputs_of_its_rebuild():
     provenance = json.loads(PROVENANCE.read_text(encoding="utf-8"))
     assert provenance["inputs"] == {name: sha256_of(path) for name, path in INPUTS.items()}
     assert provenance["outputs"] == {"model.json": sha256_of(DEFAULT_MODEL), "priors.json": sha256_of(DEFAULT_PRIORS)}
-    assert provenance["ocr"]["amlc_run_flags"] == ["--ocr-max-side", "1280", "--ocr-reread-below", "0.9"]
+    assert provenance["ocr"]["amlc_run_flags"] == ["--ocr-max-side", "1280", "--ocr-reread-below", "0.9",
+                                                   "--ocr-runtime", "onnxruntime"]
