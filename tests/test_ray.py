@@ -261,3 +261,14 @@ def _wait_until_an_image_is_read(store: Path, timeout: float = 180) -> None:
                     return
         time.sleep(0.2)
     raise AssertionError(f"no image read after {timeout} s")
+
+
+def test_amlc_keeps_its_own_cluster_on_loopback_unasked() -> None:
+    """`--ray local` sets the loopback switch itself before Ray is imported: a process started
+    without it in its environment still gets a cluster whose node address is 127.0.0.1."""
+    env = {k: v for k, v in os.environ.items() if k != LOOPBACK_ENV}
+    code = ("from amlc.workers.ray import connect\nleave = connect('local', num_cpus=1)\nimport ray\n"
+            "print(ray.util.get_node_ip_address())\nleave()")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "127.0.0.1", done.stdout
