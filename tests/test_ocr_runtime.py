@@ -115,3 +115,21 @@ def test_openvino_where_it_cannot_run_is_a_usage_error(tmp_path: Path) -> None:
     run = _run(tmp_path, "run", "--ocr-engine", "paddleocr", "--ocr-runtime", "openvino")
     assert run.returncode == 2
     assert "--ocr-runtime openvino runs RapidOCR on a CPU only, not paddleocr" in run.stderr
+
+
+def test_openvino_sessions_leave_cores_unpinned_and_bound_their_shape_cache() -> None:
+    """Pinned, every worker's OpenVINO thread took the same core (two workers ran at the speed
+    of one); unbounded, its per-shape kernel cache grew a worker past 2.9 GB in 330 photos."""
+    from rapidocr.inference_engine.openvino.device_config import CPUConfig
+
+    from amlc.ocr.rapid import OPENVINO_SHAPE_CACHE
+
+    engine = load_engine("rapidocr", preprocess=Preprocess(reread_below=0.9), runtime="openvino")
+    engine.read([sorted(TEST_IMAGES.glob("*.jpg"))[3]])
+    sessions = [engine.ocr.text_det, engine.ocr.text_cls, engine.ocr.text_rec]
+    for part in sessions:
+        compiled = part.session.session.get_compiled_model()
+        assert compiled.get_property("ENABLE_CPU_PINNING") is False
+        assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    handed = CPUConfig({"inference_num_threads": 1}).get_config()
+    assert handed["CPU_RUNTIME_CACHE_CAPACITY"] == str(OPENVINO_SHAPE_CACHE) == "100"
