@@ -26,13 +26,22 @@ from .units import prediction_error
 RULES = "rules"
 
 # A model's answer is current while the store still holds the OCR reading and the rules answer
-# it was made from (amlc.predict records their times); one made from an older reading waits for
-# the predict stage to answer again and is never exported or scored meanwhile.
-CURRENT_SQL = """(q.source = 'rules' OR (
-    abs(json_extract(q.detail, '$.rules_at') - (SELECT r.created_at FROM predictions r
-        WHERE r.sample_id = s.id AND r.source = 'rules')) < 1e-6
-    AND abs(json_extract(q.detail, '$.ocr_at') - (SELECT o.created_at FROM ocr_results o
-        WHERE o.image_id = s.image_id AND o.engine = json_extract(q.detail, '$.ocr'))) < 1e-6))"""
+# it was made from (amlc.predict records when each was stored; none is none): one made from an
+# older reading waits for the predict stage to answer again and is never exported or scored
+# meanwhile. Times match to a millisecond (JSON may round them), far below any re-reading's gap.
+RULES_AT = "(SELECT r.created_at FROM predictions r WHERE r.sample_id = s.id AND r.source = 'rules')"
+OCR_AT = ("(SELECT o.created_at FROM ocr_results o WHERE o.image_id = s.image_id "
+          "AND o.engine = json_extract(q.detail, '$.ocr'))")
+
+
+def _same_time(recorded: str, stored: str) -> str:
+    return f"({recorded} IS NULL AND {stored} IS NULL OR abs({recorded} - {stored}) < 1e-3)"
+
+
+RULES_AT_RECORDED = "json_extract(q.detail, '$.rules_at')"
+OCR_AT_RECORDED = "json_extract(q.detail, '$.ocr_at')"
+CURRENT_SQL = (f"(q.source = 'rules' OR ({_same_time(RULES_AT_RECORDED, RULES_AT)} "
+               f"AND {_same_time(OCR_AT_RECORDED, OCR_AT)}))")
 
 # The best answer per sample: the first source in the caller's preference list, else any
 # model's newest answer, else the rules' answer; with :skip_blanks, any answer before a blank.

@@ -55,10 +55,16 @@ def execute(store: Path, sql: str, rows: Sequence[Sequence[Any]]) -> None:
 
 
 def add_predictions(store: Path, split: str, answers: dict[int, str], source: str = "rules") -> None:
-    """Store predictions for the given sample indices of a split, as a stage would."""
-    execute(store, "INSERT OR REPLACE INTO predictions(sample_id, source, prediction, created_at) "
-                   "SELECT id, ?, ?, ? FROM samples WHERE split = ? AND idx = ?",
-            [(source, text, time.time(), split, idx) for idx, text in answers.items()])
+    """Store predictions for the given sample indices of a split, as a stage would: a model's
+    with what it was made from (the rules answer and RapidOCR reading stored now), as
+    amlc.predict records it."""
+    made_from = ("CASE WHEN ? = 'rules' THEN NULL ELSE json_object('model', ?, 'ocr', 'rapidocr', "
+                 "'rules_at', (SELECT r.created_at FROM predictions r WHERE r.sample_id = s.id AND r.source = 'rules'), "
+                 "'ocr_at', (SELECT o.created_at FROM ocr_results o WHERE o.image_id = s.image_id "
+                 "AND o.engine = 'rapidocr')) END")
+    execute(store, "INSERT OR REPLACE INTO predictions(sample_id, source, prediction, created_at, detail) "
+                   f"SELECT s.id, ?, ?, ?, {made_from} FROM samples s WHERE s.split = ? AND s.idx = ?",
+            [(source, text, time.time(), source, source, split, idx) for idx, text in answers.items()])
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:

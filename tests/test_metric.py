@@ -131,7 +131,8 @@ def test_eval_scores_strictly_against_the_raw_label_and_records_the_weighted_f1(
     assert stored["weighted"] == report["weighted"]
     assert stored["by_source"]["rules"] == {"f1": pytest.approx(report["numeric"]["f1"]),
                                            "strict_f1": pytest.approx(report["strict"]["f1"]),
-                                           "weighted_f1": pytest.approx(report["weighted"]["numeric"]["f1"])}
+                                           "weighted_f1": pytest.approx(report["weighted"]["numeric"]["f1"]),
+                                           "learned_rows": 0}  # the rules learned from no row of it
     text = amlc(tmp_path, "eval", "--split", "val").output
     assert "all, weighted to the test mix" in text
     assert text.splitlines()[-2].endswith("amlc report --split val") and text.splitlines()[-1].startswith("f1=")

@@ -113,8 +113,9 @@ def test_show_draws_the_chosen_answers_box_in_red(work: Path, tmp_path: Path) ->
         ORDER BY s.idx LIMIT 1""")[0]
     out = tmp_path / "row.png"
     amlc(work, "show", str(idx), "--split", "dims", "--image", str(out))
-    number = answer.split()[0].rstrip("0").rstrip(".")
-    box = next(line["box"] for line in json.loads(lines)["lines"] if number in line["text"])
+    number = float(answer.split()[0])  # the line that holds this very number ('6"', not '15.6"')
+    box = next(line["box"] for line in json.loads(lines)["lines"]
+               if number in {float(n) for n in re.findall(r"\d+(?:\.\d+)?", line["text"])})
     with Image.open(out) as img:
         x, y = box[0]
         red = [img.getpixel((int(x) + dx, int(y) + dy)) for dx in range(-2, 3) for dy in range(-2, 3)

@@ -11,7 +11,6 @@ score there is printed, marked, and never taken by `amlc export` as evidence.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -20,16 +19,10 @@ from typing import Any, Sequence
 ORIGIN = "origin.json"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_origin(files: Sequence[Path], store: Path | None, splits: Sequence[str], seed: int) -> dict[str, Any]:
-    return {"files": [{"name": Path(f).name, "sha256": file_sha256(Path(f))} for f in files],
+    from ..extract.rebuild import sha256_of
+
+    return {"files": [{"name": Path(f).name, "sha256": sha256_of(Path(f))} for f in files],
             "store": str(Path(store).resolve()) if store and splits else None,
             "splits": list(splits), "seed": seed}
 
