@@ -39,10 +39,14 @@ class StageStats:
     done: int = 0
     failed: int = 0
     retried: int = 0
-    in_flight: int = 0
     queued: int = 0
+    held: set[int] = field(default_factory=set)  # ids of the items in workers' hands
     errors: Counter[str] = field(default_factory=Counter)
     last_errors: deque[str] = field(default_factory=lambda: deque(maxlen=5))
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.held)
 
 
 class Engine:
@@ -62,7 +66,6 @@ class Engine:
         self._queues = {s.name: asyncio.Queue[tuple[Claimed, Any]](maxsize=max(4, 2 * s.batch * s.workers))
                         for s in self.stages}
         self._room = {s.name: asyncio.Event() for s in self.stages}  # set when a worker takes items
-        self._held: dict[str, set[int]] = {s.name: set() for s in self.stages}  # in workers' hands
         self._quiet = asyncio.Event()  # set when an outcome leaves nothing queued or in flight
 
     async def run(self, exit_when_done: bool, *companions: Coroutine[Any, Any, None]) -> None:
@@ -149,17 +152,15 @@ class Engine:
                 batch.append(queue.get_nowait())
             self._room[stage.name].set()
             stats.queued = queue.qsize()
-            stats.in_flight += len(batch)
             held = {item.item_id for item, _ in batch}
-            self._held[stage.name] |= held
+            stats.held |= held
             try:
                 if getattr(stage, "mark_started", False):
                     # durable before the work: a crash now counts against these items' budgets
                     await self.writer.run(lambda conn: mark_started(conn, stage.name, batch))
                 outcomes = await self._process(stage, batch)
             finally:
-                stats.in_flight -= len(batch)
-                self._held[stage.name] -= held
+                stats.held -= held
             self._record(stage, outcomes)
 
     async def _process(self, stage: Stage, batch: list[tuple[Claimed, Any]]) -> list[Outcome]:
@@ -202,8 +203,8 @@ class Engine:
         while any(s.in_flight for s in self.stats.values()):
             if deadline is not None and loop.time() > deadline:
                 # no await from here to the workers' cancellation: nothing settles these meanwhile
-                for name, held in self._held.items():
-                    self.writer.submit([(RELEASE_SQL, (name, item_id)) for item_id in sorted(held)])
+                for name, stats in self.stats.items():
+                    self.writer.submit([(RELEASE_SQL, (name, item_id)) for item_id in sorted(stats.held)])
                 return
             await asyncio.sleep(0.05)
 
