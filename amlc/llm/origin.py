@@ -34,11 +34,6 @@ def write_origin(folder: Path, origin: dict[str, Any]) -> Path:
     return path
 
 
-def read_origin(folder: Path) -> dict[str, Any] | None:
-    path = Path(folder) / ORIGIN
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
 def model_origin_path(model: Path) -> Path:
     return Path(model).with_name(Path(model).stem + ".origin.json")
 
