@@ -94,6 +94,11 @@ class Report:
             numeric, strict = numeric + num.scaled(weight), strict + st.scaled(weight)
         return numeric, strict
 
+    def dimensions(self) -> Counts | None:
+        """Numeric counts of the width, height and depth rows pooled; None without any."""
+        found = [self.per_entity[e][0] for e in DIMENSIONS if e in self.per_entity]
+        return sum(found, Counts()) if found else None
+
     def mix_coverage(self, mix: dict[str, int] = TEST_MIX) -> tuple[float, list[str]]:
         """(share of the mix's rows whose entity is present here, the entities absent): a
         weighted figure speaks only for the entities it saw."""
@@ -112,6 +117,7 @@ class Report:
                          "mix_share": share, "absent": absent},
             "per_entity": {e: {"numeric": n.as_dict(), "strict": s.as_dict()}
                            for e, (n, s) in sorted(self.per_entity.items())},
+            "dimensions": dims.as_dict() if (dims := self.dimensions()) is not None else None,
             "errors": dict(self.errors.most_common()),
         }
 
@@ -189,9 +195,8 @@ def format_report(report: Report) -> str:
         lines.append(f"{entity:32} {num.n:>6} {num.precision:>6.3f} {num.recall:>6.3f} "
                      f"{num.f1:>6.3f} {strict.f1:>9.3f}")
     num, strict = report.weighted()
-    dimensions = [report.per_entity[e][0] for e in DIMENSIONS if e in report.per_entity]
-    if dimensions:
-        dims = sum(dimensions, Counts())
+    dims = report.dimensions()
+    if dims is not None:
         lines.insert(-1, f"{'width/height/depth':32} {dims.n:>6} {dims.precision:>6.3f} "
                          f"{dims.recall:>6.3f} {dims.f1:>6.3f} {'':>9}")
     share, absent = report.mix_coverage()

@@ -148,20 +148,6 @@ def eval_val(workdir: Path, split: str = "photos-val") -> dict | None:
     return json.loads(result.stdout) if result.returncode == 0 else None
 
 
-def dimensions_f1(scored: dict | None) -> float | None:
-    """Numeric F1 over the width, height and depth rows of an eval, pooled."""
-    if scored is None:
-        return None
-    from amlc.metric import Counts
-    from amlc.units import DIMENSIONS
-    total = Counts()
-    for entity in DIMENSIONS:
-        counts = scored["per_entity"].get(entity, {}).get("numeric")
-        if counts:
-            total = total + Counts(counts["tp"], counts["fp"], counts["fn"], counts["tn"])
-    return total.f1 if total.n else None
-
-
 def report_setting(work: Path, name: str, timing: dict, baseline: int, links: set[str]) -> dict:
     """One setting's figures; the ceiling counts only the rows of `links`, the images every
     compared setting has read, so settings run on fewer photos compare on the same ones."""
@@ -177,7 +163,8 @@ def report_setting(work: Path, name: str, timing: dict, baseline: int, links: se
         row.update(f1=scored["numeric"]["f1"], f1_strict=scored["strict"]["f1"],
                    f1_weighted=scored["weighted"]["numeric"]["f1"])
         row["f1_entities"] = {e: c["numeric"]["f1"] for e, c in scored["per_entity"].items()}
-    row["f1_dim_photos"] = dimensions_f1(eval_val(work / f"{name}-dim", DIM_PHOTOS_SPLIT))
+    dims = (eval_val(work / f"{name}-dim", DIM_PHOTOS_SPLIT) or {}).get("dimensions")
+    row["f1_dim_photos"] = dims["f1"] if dims else None
     if baseline:
         row["bare_per_image"] = bare_seconds(name, baseline, links)
     return row

@@ -127,6 +127,7 @@ def test_eval_scores_strictly_against_the_raw_label_and_records_the_weighted_f1(
     assert (report["strict"]["tp"], report["strict"]["fp"]) == (1, 2)
     # width is all right and outweighs item_weight (half right) in the test mix
     assert report["weighted"]["numeric"]["f1"] > report["numeric"]["f1"]
+    assert (report["dimensions"]["tp"], report["dimensions"]["f1"]) == (1, 1.0)  # width/height/depth pooled
     stored = json.loads(query(tmp_path / "amlc.db", "SELECT metrics FROM runs WHERE kind = 'eval'")[-1][0])
     assert stored["weighted"] == report["weighted"]
     assert stored["by_source"]["rules"] == {"f1": pytest.approx(report["numeric"]["f1"]),
