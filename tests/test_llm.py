@@ -692,3 +692,20 @@ def test_rows_decoded_together_answer_like_one_by_one(chain: dict[str, Path]) ->
     assert together.parallel is not None
     assert answer_items(together, items) == one_by_one
     assert sum(bool(a) for a in one_by_one) > 0
+
+
+@pytest.mark.slow
+def test_rows_scored_together_score_like_one_by_one(chain: dict[str, Path]) -> None:
+    """amlc.llm.batch_score: the rows' options as predict sends them (ChoiceItems), scored 8 rows
+    to a round, get exactly the log-probabilities one-by-one scoring gives (options of unequal
+    length included, which llama.cpp would otherwise split into one-token steps)."""
+    from amlc.llm.infer import answer_items, load_llama
+
+    items = [ChoiceItem(r["entity"], r["prompt"], tuple(r["answers"])) for r in read_jsonl(chain["val"])[:40]]
+    scored = [item for item in items if len(item.answers) > 1]
+    assert len(scored) >= 10
+    one_by_one = answer_items(load_llama(str(chain["q8"]), check=False), items)
+    together = load_llama(str(chain["q8"]), check=False, parallel=8)
+    assert answer_items(together, items) == one_by_one
+    assert together.scorer.rows >= len(scored) and together.scorer.rounds <= together.scorer.rows / 4
+    assert len({len(item.answers[0]) for item in scored}) > 1   # options of several lengths

@@ -28,9 +28,11 @@ def llm_options(command: click.Command) -> click.Command:
     """--llm-workers, --llm-batch and --gpu-layers, shared by `amlc run --model` and `amlc predict`."""
     command = click.option(
         "--llm-batch", type=click.IntRange(min=1), default=None,
-        help="Rows one llama.cpp worker decodes together, each under its own grammar. "
-             "Default: 64 when the model is offloaded to a GPU, else 1 (rows one by one, "
-             "reusing shared prompt prefixes).")(command)
+        help="Rows one llama.cpp worker takes together: their options scored in one batch "
+             "(the same scores as one by one), rows without options written together, each "
+             "under its own grammar. Default: 64 when the model is offloaded to a GPU, else 1 "
+             "(rows one by one, reusing shared prompt prefixes: on a CPU, rows together measured "
+             "slower, bench/infer.py).")(command)
     command = click.option(
         "--gpu-layers", type=int, default=None,
         help="Model layers offloaded to the GPU (-1: all). Default: all when llama.cpp was built "

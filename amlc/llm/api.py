@@ -1,6 +1,6 @@
 """The llama-cpp-python calls amlc relies on beyond its stable high-level API, checked at load.
 
-Option scoring (score.py) and batched decoding (parallel.py) use the low-level bindings and a few
+Option scoring (score.py, batch_score.py) and batched decoding (parallel.py) use the low-level bindings and a few
 private members of `Llama`; they are tested on TESTED and pinned to it in pyproject.toml. A
 build without one of them (another version, a GPU rebuild left unpinned) is refused when a model
 loads, naming the missing call and the version to install, instead of an AttributeError midway
@@ -16,7 +16,8 @@ TESTED = "0.3.36"
 # Module-level bindings: batched decoding, samplers, memory (KV cache) and grammar parsing.
 BINDINGS = (
     "llama_init_from_model", "llama_get_memory", "llama_model_get_vocab", "llama_batch_init",
-    "llama_batch_free", "llama_decode", "llama_free", "llama_memory_seq_rm", "llama_context_params",
+    "llama_batch_free", "llama_decode", "llama_free", "llama_memory_seq_rm", "llama_memory_seq_cp",
+    "llama_memory_clear", "llama_get_logits_ith", "llama_context_params",
     "llama_sampler_chain_init", "llama_sampler_chain_default_params", "llama_sampler_chain_add",
     "llama_sampler_init_grammar", "llama_sampler_init_greedy", "llama_sampler_clone",
     "llama_sampler_sample", "llama_sampler_free", "llama_vocab_is_eog", "llama_supports_gpu_offload",

@@ -126,10 +126,28 @@ def score_item(engine: Any, item: ChoiceItem) -> Scored:
     from .score import continuation_logprobs
 
     if item.answers:
-        logp = continuation_logprobs(engine.llm, item.prompt, [ANSWER_PREFIX + a for a in item.answers])
+        logp = continuation_logprobs(engine.llm, item.prompt, _continuations(item))
         if logp is not None:
             return Scored(tuple(logp))
     return Scored(None, engine.answer(item.entity, item.prompt))
+
+
+def score_items(engine: Any, items: Sequence[ChoiceItem]) -> list[Scored]:
+    """Rows through an engine, as score_item answers them: where the engine takes rows
+    together, the options scored in batches (amlc.llm.batch_score, the same scores) and the rows
+    without options written together (amlc.llm.parallel); what does not fit, one by one."""
+    together = len(items) > 1 and engine.scorer is not None
+    logps = engine.scorer.score([(item.prompt, _continuations(item)) for item in items]) if together \
+        else [None] * len(items)
+    out: list[Scored | None] = [None if logp is None else Scored(tuple(logp)) for logp in logps]
+    free = [i for i, item in enumerate(items) if not item.answers]
+    for i, written in zip(free, engine.answer_together([(items[i].entity, items[i].prompt) for i in free])):
+        out[i] = Scored(None, written)
+    return [scored or score_item(engine, item) for scored, item in zip(out, items)]
+
+
+def _continuations(item: ChoiceItem) -> list[str]:
+    return [ANSWER_PREFIX + a for a in item.answers]
 
 
 def writable(answers: Sequence[str]) -> list[str]:

@@ -3,7 +3,9 @@
 llama-cpp-python's high-level API decodes one sequence at a time, but it reuses the KV cache for
 the longest prefix shared with the previous prompt; prompts of one entity share their header
 (entity and units), so items are answered sorted by (entity, prompt), each distinct pair once.
-With `parallel` > 1 free-text rows are decoded together instead (`parallel.ParallelDecoder`).
+With `parallel` > 1 rows are taken together instead: their options scored in one batch
+(`batch_score.BatchScorer`, the same scores) and free-text rows decoded together
+(`parallel.ParallelDecoder`).
 The daemon runs one engine per worker process (`LlmSpec`, amlc.workers): on a CPU, N processes
 of one thread each; with a GPU build of llama.cpp, every layer is offloaded by default.
 """
@@ -16,16 +18,18 @@ from typing import Callable, Sequence
 
 from ..units import prediction_error
 from .api import check_bindings, check_members
-from .choice import ChoiceItem, score_item
+from .batch_score import BatchScorer
+from .choice import ChoiceItem, score_items
 from .grammar import all_grammars, validate
 from .parallel import ParallelDecoder
-from .prompt import answer_text, unique_items
+from .prompt import CHOICES, answer_text, unique_items
 
 MAX_ANSWER_TOKENS = 24  # " 1234567.1234 imperial gallon" is under 20 tokens for our tokenizers
 DEFAULT_CTX = 2048
 # On a GPU: llama.cpp processes sharing it (while one samples and checks grammars on the CPU,
 # the other decodes) and rows each decodes together. On a CPU, rows go one at a time: there the
-# prompts dominate and batching rows measured no faster than reusing their shared prefixes.
+# prompts dominate and are compute-bound, and rows scored together measured slower
+# (bench/infer.py: 0.8x at --llm-batch 8, same answers).
 GPU_WORKERS = 2
 GPU_PARALLEL = 64
 
@@ -38,6 +42,7 @@ class LlamaEngine:
     grammars: dict[str, object] = field(default_factory=dict)
     too_long: int = 0  # prompts that did not fit the context (answered blank)
     parallel: object = None  # a ParallelDecoder when rows are decoded together
+    scorer: object = None    # a BatchScorer when rows' options are scored together
     prompt_tokens: int = 0  # tokens evaluated or reused from the cache, summed over calls
     completion_tokens: int = 0
 
@@ -87,7 +92,7 @@ def load_llama(model_path: str, n_threads: int = 1, n_ctx: int = DEFAULT_CTX, ch
     """Load a GGUF model; grammars are parsed in a child process first (a bad one would crash us).
 
     gpu_layers: layers offloaded to the GPU, -1 for all; None: all when the build can offload.
-    parallel: rows decoded together (1: one at a time, reusing shared prompt prefixes).
+    parallel: rows taken together (1: one at a time, reusing shared prompt prefixes).
     """
     import llama_cpp
 
@@ -99,8 +104,10 @@ def load_llama(model_path: str, n_threads: int = 1, n_ctx: int = DEFAULT_CTX, ch
                           n_batch=512, n_gpu_layers=layers, verbose=False)
     check_members(llm)
     grammars = {e: llama_cpp.LlamaGrammar.from_string(g, verbose=False) for e, g in all_grammars().items()}
-    decoder = ParallelDecoder(llm, all_grammars(), parallel, MAX_ANSWER_TOKENS) if parallel > 1 else None
-    return LlamaEngine(llm, grammars, parallel=decoder)
+    if parallel < 2:
+        return LlamaEngine(llm, grammars)
+    return LlamaEngine(llm, grammars, parallel=ParallelDecoder(llm, all_grammars(), parallel, MAX_ANSWER_TOKENS),
+                       scorer=BatchScorer(llm, parallel, CHOICES))
 
 
 def answer_items(engine: LlamaEngine, items: Sequence[tuple[str, str] | ChoiceItem]) -> list:
@@ -109,10 +116,9 @@ def answer_items(engine: LlamaEngine, items: Sequence[tuple[str, str] | ChoiceIt
     distinct, index = unique_items(items)
     order = sorted(range(len(distinct)), key=lambda i: distinct[i])
     texts = [i for i in order if not isinstance(distinct[i], ChoiceItem)]
+    choices = [i for i in order if isinstance(distinct[i], ChoiceItem)]
     answers: dict[int, object] = dict(zip(texts, engine.answer_together([distinct[i] for i in texts])))
-    for i in order:
-        if i not in answers:
-            answers[i] = score_item(engine, distinct[i])
+    answers.update(zip(choices, score_items(engine, [distinct[i] for i in choices])))
     return [answers[i] for i in index]
 
 

@@ -30,6 +30,23 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
 
 
+def sequence_context(llm: Any, sequences: int, cells: int, batch_tokens: int) -> Any:
+    """A llama.cpp context on llm's model with llm's settings (threads, attention kind, RoPE),
+    so the arithmetic is the one its own context runs, with `cells` KV cells for each of
+    `sequences`, each in a stream of its own (a token attends to its own sequence only)."""
+    import llama_cpp
+
+    params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+    params.n_ctx = sequences * cells
+    params.n_batch = params.n_ubatch = batch_tokens   # one step per decode
+    params.n_seq_max = sequences
+    params.kv_unified = False
+    ctx = llama_cpp.llama_init_from_model(llm.model, params)
+    if not ctx:
+        raise RuntimeError(f"llama.cpp could not make a context for {sequences} sequences")
+    return ctx
+
+
 class ParallelDecoder:
     """Greedy, grammar-constrained completions of up to `width` rows at a time."""
 
@@ -40,15 +57,7 @@ class ParallelDecoder:
         self.llm = llm  # a llama_cpp.Llama: its model, tokenizer and thread settings are shared
         self.width = width
         self.max_tokens = max_tokens
-        # The high-level context's settings (threads, attention kind, RoPE), so the arithmetic
-        # is the one create_completion runs, with room for `width` sequences.
-        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
-        params.n_ctx = width * SEQ_CTX
-        params.n_batch = STEP_TOKENS
-        params.n_seq_max = width
-        self.ctx = llama_cpp.llama_init_from_model(llm.model, params)
-        if not self.ctx:
-            raise RuntimeError(f"llama.cpp could not make a context for {width} parallel rows")
+        self.ctx = sequence_context(llm, width, SEQ_CTX, STEP_TOKENS)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self.batch = llama_cpp.llama_batch_init(STEP_TOKENS, 0, 1)

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 
-def _tokens(llm, text: str, add_bos: bool) -> list[int]:
+def tokens_of(llm, text: str, add_bos: bool) -> list[int]:
     return llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=add_bos)
 
 
@@ -32,7 +32,7 @@ def _reuse_prefix(llm, tokens: Sequence[int]) -> None:
     llm.eval(list(tokens[keep:]))  # drops the cache past `keep` first
 
 
-def _log_softmax_at(logits: np.ndarray, targets: Sequence[int]) -> float:
+def log_softmax_at(logits: np.ndarray, targets: Sequence[int]) -> float:
     """Sum over rows of log softmax(row)[target]."""
     top = logits.max(axis=1, keepdims=True)
     norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
@@ -44,8 +44,8 @@ def continuation_logprobs(llm, prompt: str, continuations: Sequence[str]) -> lis
 
     `llm` is a llama_cpp.Llama. Its cache keeps the prompt less its last token afterwards, so a
     following call or `create_completion` with the same prompt re-evaluates one token only."""
-    head = _tokens(llm, prompt, add_bos=True)
-    tails = [_tokens(llm, text, add_bos=False) + [llm.token_eos()] for text in continuations]
+    head = tokens_of(llm, prompt, add_bos=True)
+    tails = [tokens_of(llm, text, add_bos=False) + [llm.token_eos()] for text in continuations]
     if not head or len(head) + max((len(t) for t in tails), default=0) > llm.n_ctx():
         return None
     _reuse_prefix(llm, head[:-1])
@@ -58,6 +58,6 @@ def continuation_logprobs(llm, prompt: str, continuations: Sequence[str]) -> lis
         llm._batch.set_batch(batch=batch, n_past=start, logits_all=True)
         llm._ctx.decode(llm._batch)
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch) * vocab,))
-        scores.append(_log_softmax_at(logits.reshape(len(batch), vocab), tail))
+        scores.append(log_softmax_at(logits.reshape(len(batch), vocab), tail))
     llm._ctx.kv_cache_seq_rm(-1, start, -1)
     return scores
