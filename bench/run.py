@@ -145,11 +145,12 @@ def print_scaling(items: int, unit: str, rows: list[tuple[str, int, Timed, Timed
     """The scaling table of bench/ocr.py and bench/infer.py. rows: (name, workers, the run, the
     same command on the finished store: start-up only); bare: the bare loop's (items/s, CPU
     seconds per item). "net" leaves start-up out; CPU s/item (start-up's CPU left out too) does
-    not depend on what else the machine runs, wall time does."""
+    not depend on what else the machine runs, wall time does. Rates are compared with the first
+    row's (the benches put one worker first)."""
     bare_rate, bare_cpu = bare
-    one = next((items / (run.seconds - idle.seconds) for _, w, run, idle in rows if w == 1), None)
+    one = items / (rows[0][2].seconds - rows[0][3].seconds) if rows else None
     print(f"{'contender':<30} {'wall s':>7} {'start s':>7} {unit + '/s':>9} {'net /s':>7} {'CPU':>5} "
-          f"{'CPU s/' + unit:>11} {'vs 1 worker':>11} {'per core vs bare':>16}")
+          f"{'CPU s/' + unit:>11} {'vs first':>11} {'per core vs bare':>16}")
     for name, workers, run, idle in rows:
         net = items / (run.seconds - idle.seconds)
         versus = f"{net / one:.2f}x" if one else "-"
