@@ -709,3 +709,23 @@ def test_rows_scored_together_score_like_one_by_one(chain: dict[str, Path]) -> N
     assert answer_items(together, items) == one_by_one
     assert together.scorer.rows >= len(scored) and together.scorer.rounds <= together.scorer.rows / 4
     assert len({len(item.answers[0]) for item in scored}) > 1   # options of several lengths
+
+
+def test_a_scoring_round_fits_its_sequences_and_decodes() -> None:
+    """BatchScorer's rounds: at most `width` option sequences, and padding never pushes a
+    prompt's options past its sequence's cells (a 480-token prompt with a 40-token option of
+    another row would), whatever order the rows come in."""
+    from amlc.llm.batch_score import SCORE_CTX, BatchScorer, _Row
+
+    scorer = object.__new__(BatchScorer)   # _round needs only the width, not a model
+    scorer.width = 8
+
+    def row(prompt: int, *options: int) -> _Row:
+        return _Row(0, [1] * (prompt + 1), [[2] * n for n in options])
+
+    assert len(scorer._round([row(100, 5, 5, 5), row(100, 5, 5, 5), row(100, 5, 5)])) == 3  # 8 sequences
+    assert len(scorer._round([row(100, 5, 5, 5), row(100, 5, 5, 5), row(100, 5, 5, 5)])) == 2  # 9 > 8
+    assert len(scorer._round([row(480, 8), row(10, 40)])) == 1
+    assert len(scorer._round([row(10, 40), row(480, 8)])) == 1
+    assert len(scorer._round([row(400, 8), row(10, 40)])) == 2
+    assert 400 + 40 <= SCORE_CTX < 480 + 40

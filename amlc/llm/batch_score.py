@@ -92,8 +92,9 @@ class BatchScorer:
         return _Row(index, head, tails)
 
     def _round(self, rows: Sequence[_Row]) -> list[_Row]:
-        """The longest run of rows from the first whose options fit the sequences and whose
-        prompts, and options, padded to the longest, each fit one decode."""
+        """The longest run of rows from the first whose options fit the sequences, whose
+        prompts, and options, padded to the longest, each fit one decode, and whose longest
+        prompt has room in its sequence for the longest option."""
         taken: list[_Row] = []
         sequences = longest_prompt = longest_option = 0
         for row in rows:
@@ -101,7 +102,8 @@ class BatchScorer:
             longest_prompt = max(longest_prompt, row.start)
             longest_option = max([longest_option, *map(len, row.tails)])
             if taken and (sequences > self.width or longest_prompt * (len(taken) + 1) > SCORE_TOKENS
-                          or longest_option * sequences > SCORE_TOKENS):
+                          or longest_option * sequences > SCORE_TOKENS
+                          or longest_prompt + longest_option > SCORE_CTX):
                 break
             taken.append(row)
         return taken
