@@ -169,7 +169,7 @@ def run(out: Path, base: Path, config_name: str = "smollm2_cpu", text_csv: Path 
     sources = labelled_rows(text_csv, photos_store)
     extractor = Extractor.load()
     options_from = cache(lambda: options_source(extractor, sources))  # fitted only when needed
-    splits = sorted({r.split for r in sources.get("photos", ()) if r.split})
+    splits = sorted({r.source for r in sources.get("photos", ())})
     origin = data_origin([text_csv] if text_csv else [], photos_store, splits, seed=0)
     _say("SFT rows: " + json.dumps(build_data(step, sources, options_from, origin)))
     model = export_model(step, train_model(step, base, config_name))
