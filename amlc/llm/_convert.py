@@ -7,7 +7,12 @@ A tokenizer trained locally has no known hash in the converter's table (the hash
 ids, which depend on the learned vocabulary), so `--declare-pre qwen2` names the pre-tokenizer
 explicitly; it is accepted only when tokenizer.json's split pattern is exactly Qwen2's.
 
+A SentencePiece vocabulary (Gemma 3's) is written by the converter only from `tokenizer.model`,
+which a base read from a GGUF does not have; `--vocab-from BASE.gguf` copies the base's
+`tokenizer.*` fields as they are instead (LoRA leaves the vocabulary unchanged).
+
     python -m amlc.llm._convert CONVERTER_DIR MODEL_DIR OUT.gguf [--outtype f16] [--declare-pre qwen2]
+                                [--vocab-from BASE.gguf]
 """
 
 from __future__ import annotations
@@ -37,7 +42,19 @@ def check_declared(model_dir: Path, name: str) -> None:
         raise SystemExit(f"tokenizer.json's pre-tokenizer is not {name}'s; refusing to declare it")
 
 
-def convert(converter_dir: Path, model_dir: Path, out: Path, outtype: str, declare_pre: str | None) -> None:
+def copy_vocab(writer, source: Path) -> None:
+    """Every tokenizer.* field of the GGUF `source`, with its own value types, into `writer`."""
+    import gguf
+
+    for key, field in gguf.GGUFReader(source).fields.items():
+        if key.startswith("tokenizer."):
+            vtype = gguf.GGUFValueType(field.types[0])
+            sub_type = gguf.GGUFValueType(field.types[-1]) if vtype == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(key, field.contents(), vtype, sub_type=sub_type)
+
+
+def convert(converter_dir: Path, model_dir: Path, out: Path, outtype: str, declare_pre: str | None,
+            vocab_from: Path | None = None) -> None:
     sys.path.insert(0, str(converter_dir / "gguf-py"))
     sys.path.insert(0, str(converter_dir))
     import gguf
@@ -51,6 +68,10 @@ def convert(converter_dir: Path, model_dir: Path, out: Path, outtype: str, decla
         model_class = type(model_class.__name__, (model_class,),
                            {"model_arch": model_class.model_arch,
                             "get_vocab_base_pre": lambda self, tokenizer: declare_pre})
+    if vocab_from:
+        model_class = type(model_class.__name__, (model_class,),
+                           {"model_arch": model_class.model_arch,
+                            "set_vocab": lambda self: copy_vocab(self.gguf_writer, vocab_from)})
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
              "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
     with torch.inference_mode():
@@ -64,8 +85,9 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--outtype", default="f16")
     parser.add_argument("--declare-pre", choices=sorted(DECLARABLE))
+    parser.add_argument("--vocab-from", type=Path)
     args = parser.parse_args()
-    convert(args.converter_dir, args.model_dir, args.out, args.outtype, args.declare_pre)
+    convert(args.converter_dir, args.model_dir, args.out, args.outtype, args.declare_pre, args.vocab_from)
 
 
 if __name__ == "__main__":

@@ -66,14 +66,32 @@ def declared_pretokenizer(model_dir: Path) -> str | None:
     return "qwen2" if split_pattern(model_dir) == QWEN2_PATTERN else None
 
 
-def to_gguf(model_dir: str | Path, out: str | Path, outtype: str = "f16") -> Path:
-    """Convert an HF folder to GGUF with llama.cpp's converter in a child process."""
+def vocab_source(adapter_dir: Path) -> Path | None:
+    """The run's base GGUF when its vocabulary is SentencePiece: the converter cannot write that
+    from tokenizer.json, so the export copies the base's (see _convert.py)."""
+    from gguf import GGUFReader
+
+    from .lora import is_gguf
+
+    info = run_dir(adapter_dir) / "train_info.json"
+    base = Path(json.loads(info.read_text())["base"]) if info.exists() else None
+    if base is None or not is_gguf(base):
+        return None
+    field = GGUFReader(base).fields.get("tokenizer.ggml.model")
+    return base if field is not None and field.contents() == "llama" else None
+
+
+def to_gguf(model_dir: str | Path, out: str | Path, outtype: str = "f16", vocab_from: Path | None = None) -> Path:
+    """Convert an HF folder to GGUF with llama.cpp's converter in a child process; vocab_from: a
+    GGUF whose tokenizer.* fields are copied instead of converting the folder's tokenizer."""
     model_dir, out = Path(model_dir), Path(out)
     cmd = [sys.executable, "-m", "amlc.llm._convert", str(converter_dir()), str(model_dir), str(out),
            "--outtype", outtype]
     pre = declared_pretokenizer(model_dir)
     if pre:
         cmd += ["--declare-pre", pre]
+    if vocab_from:
+        cmd += ["--vocab-from", str(vocab_from)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not out.exists():
         raise ExportError("GGUF conversion failed: " + "\n".join(proc.stderr.strip().splitlines()[-8:]))
@@ -118,7 +136,7 @@ def export_model(adapter_dir: str | Path, out_dir: str | Path, kinds: Sequence[s
         progress.advance(0, step="merge")
         result = ExportResult(merge_adapter(adapter_dir, out / "merged", base))
         progress.advance(step="convert to GGUF f16")
-        result.gguf["f16"] = to_gguf(result.merged_dir, out / "model-f16.gguf")
+        result.gguf["f16"] = to_gguf(result.merged_dir, out / "model-f16.gguf", vocab_from=vocab_source(Path(adapter_dir)))
         for kind in kinds:
             progress.advance(step=f"quantize {kind}")
             result.gguf[kind] = quantize(result.gguf["f16"], out / f"model-{kind}.gguf", kind)
