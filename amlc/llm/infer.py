@@ -29,7 +29,7 @@ DEFAULT_CTX = 2048
 # On a GPU: llama.cpp processes sharing it (while one samples and checks grammars on the CPU,
 # the other decodes) and rows each decodes together. On a CPU, rows go one at a time: there the
 # prompts dominate and are compute-bound, and rows scored together measured slower
-# (bench/infer.py: 0.8x at --llm-batch 8, same answers).
+# (bench/infer.py: 0.68x at --llm-batch 8, same answers).
 GPU_WORKERS = 2
 GPU_PARALLEL = 64
 
