@@ -17,6 +17,7 @@ write such a vocabulary back without `tokenizer.model`, so the export copies the
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -76,9 +77,14 @@ def _gpt2_tokenizer(tokens: list[str], merges: list[str], pre: str):
     return tok
 
 
+def field_value(fields, key: str):
+    """A GGUF field's value, or None where the file has no such field."""
+    return fields[key].contents() if key in fields else None
+
+
 def tokenizer_kind(fields) -> str:
     """'gpt2' or 'llama' (SentencePiece), when this module can rebuild the vocabulary exactly."""
-    value = lambda key: fields[key].contents() if key in fields else None  # noqa: E731
+    value = partial(field_value, fields)
     kind, pre = value("tokenizer.ggml.model"), value("tokenizer.ggml.pre")
     if kind == "gpt2" and pre in PRE_TOKENIZERS:
         return kind
@@ -95,7 +101,7 @@ def tokenizer_from_gguf(path: str | Path):
     from transformers import PreTrainedTokenizerFast
 
     fields = GGUFReader(path).fields
-    value = lambda key: fields[key].contents() if key in fields else None  # noqa: E731
+    value = partial(field_value, fields)
     kind = tokenizer_kind(fields)
     tokens, types = value("tokenizer.ggml.tokens"), value("tokenizer.ggml.token_type")
     special = {name: tokens[value(f"tokenizer.ggml.{key}_token_id")]
