@@ -68,3 +68,19 @@ def render_diagram(height: str, width: str, size: tuple[int, int] = (900, 900), 
     text_width = draw.textlength(width, font=font)
     draw.text(((left + right - text_width) / 2, arrow_y + 15), width, font=font, fill=(20, 20, 20))
     return encode(img)
+
+
+def render_measuring_lines(size: tuple[int, int] = (900, 900), font_size: int = 44) -> bytes:
+    """Four lengths, all written level: '25 cm' beside an upright line, '40 cm' under a level
+    one, '18 cm' beside a slanted one and '7 cm' with no line near it."""
+    img = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=font_size)
+    draw.line((150, 100, 150, 600), fill=(0, 0, 0), width=4)
+    draw.text((175, 330), "25 cm", font=font, fill=(20, 20, 20))
+    draw.line((300, 720, 800, 720), fill=(0, 0, 0), width=4)
+    draw.text((500, 740), "40 cm", font=font, fill=(20, 20, 20))
+    draw.line((450, 450, 750, 150), fill=(0, 0, 0), width=4)
+    draw.text((640, 330), "18 cm", font=font, fill=(20, 20, 20))
+    draw.text((120, 800), "7 cm", font=font, fill=(20, 20, 20))
+    return encode(img)

@@ -129,6 +129,7 @@ class Candidate:
     bare: bool = False         # no unit written; the unit is the group's usual one
     listed: bool = False       # no unit written; took the unit of a list it heads ('10 13.77 26.77"')
     box: Box | None = None
+    guide: str = ""            # the drawn line beside it on a photo: 'vertical', 'horizontal', 'slanted'
     near_lines: tuple[str, ...] = ()   # other lines just above it or left of it on the photo
     confidence: float = 1.0    # OCR confidence of its line
     score: float = 0.0         # set by the chooser
@@ -409,6 +410,7 @@ def _attach_lines(candidates: list[Candidate], items: list[Any], index: LineInde
         item = items[cand.line] if cand.line < len(items) else None
         if item is not None and not isinstance(item, str):
             cand.box = getattr(item, "box", None)
+            cand.guide = getattr(item, "guide", "")
             cand.confidence = float(getattr(item, "confidence", 1.0) or 0.0)
             cand.near_lines = _near_lines(cand.line, items, index)
 

@@ -66,8 +66,18 @@ def write_halves(out: Path, limit: int = 0) -> dict[str, Path]:
     return paths
 
 
+class StaleReadings(RuntimeError):
+    """A work folder's images were read before the OCR recorded what the ranker now weighs."""
+
+
+# A reading with lines but no "guide" key was made before amlc.ocr.guides: its lines lack the
+# drawn-line directions, so a ranker fitted on it would never learn their weights.
+UNGUIDED_SQL = """SELECT count(*) FROM ocr_results WHERE lines LIKE '%"text"%' AND lines NOT LIKE '%"guide"%'"""
+
+
 def ocr_complete(workdir: Path) -> bool:
-    """Every image fetched and OCR'd and every sample extracted."""
+    """Every image fetched and OCR'd and every sample extracted; raises StaleReadings where the
+    readings predate the drawn-line directions."""
     store = workdir / "amlc.db"
     if not store.exists():
         return False
@@ -75,6 +85,10 @@ def ocr_complete(workdir: Path) -> bool:
         left = conn.execute("SELECT count(*) FROM jobs WHERE stage IN ('fetch', 'ocr', 'extract') "
                             "AND state != 'done'").fetchone()[0]
         done = conn.execute("SELECT count(*) FROM ocr_results").fetchone()[0]
+        unguided = conn.execute(UNGUIDED_SQL).fetchone()[0]
+    if unguided:
+        raise StaleReadings(f"{workdir}: {unguided} images were read before the OCR recorded the lines "
+                            "drawn beside numbers (amlc.ocr.guides); remove the folder or pass another --work")
     return done > 0 and left == 0
 
 
@@ -127,7 +141,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path("amlc-work/ranker"),
                         help="where the photos' work folders are made or reused")
     args = parser.parse_args(argv)
-    record = rebuild(args.work)
+    try:
+        record = rebuild(args.work)
+    except StaleReadings as exc:
+        parser.exit(2, f"error: {exc}\n")
     print(f"wrote {DEFAULT_MODEL}, {DEFAULT_PRIORS} and {PROVENANCE} "
           f"(OCR {record['seconds']['ocr']:.0f} s, fit {record['seconds']['fit']:.0f} s)")
 

@@ -31,6 +31,7 @@ class OcrLine:
     text: str
     confidence: float
     box: Box  # 4 corner points (x, y) in pixels of the original image, clockwise from top-left
+    guide: str = ""  # direction of the drawn line beside a number (amlc.ocr.guides), '' if none
 
 
 @dataclass
@@ -54,6 +55,7 @@ class OcrResult:
                 text=line["text"],
                 confidence=float(line["confidence"]),
                 box=tuple((float(x), float(y)) for x, y in line["box"]),
+                guide=str(line.get("guide", "")),
             )
             for line in raw["lines"]
         ]

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import GPU_IMAGE_BATCH, GPU_REC_BATCH, MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
+from .guides import with_guides
 from .models import Device, paddle_model_dirs
 from .preprocess import Prepared, Preprocess, prepare_all, to_original
 from .reread import joined, second_pass
@@ -80,7 +81,7 @@ class PaddleOcrEngine:
             for text, score, poly in zip(out["rec_texts"], out["rec_scores"], out["rec_polys"])
         ]
         start = time.perf_counter()
-        lines = second_pass(lines, prepared, self.preprocess, self._read_crops)
+        lines = with_guides(second_pass(lines, prepared, self.preprocess, self._read_crops), prepared)
         seconds += time.perf_counter() - start
         return OcrResult(lines, self.name, {**prepared.record, "runtime": "onnxruntime"}, seconds)
 

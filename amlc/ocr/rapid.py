@@ -6,6 +6,7 @@ import time
 from typing import Any, Sequence
 
 from .base import GPU_REC_BATCH, MIN_CONFIDENCE, ImageSource, OcrLine, OcrResult
+from .guides import with_guides
 from .models import (DET_BOX_THRESH, DET_MEAN, DET_STD, DET_THRESH, DET_UNCLIP_RATIO, Device,
                      wheel_dir, wheel_model)
 from .preprocess import Prepared, Preprocess, prepare_all, to_original
@@ -40,7 +41,7 @@ class RapidOcrEngine:
         if out.txts:  # None when nothing was detected
             for text, score, box in zip(out.txts, out.scores, out.boxes):
                 lines.append(OcrLine(text, round(float(score), 5), to_original(box, prepared)))
-        lines = second_pass(lines, prepared, self.preprocess, self._read_crops)
+        lines = with_guides(second_pass(lines, prepared, self.preprocess, self._read_crops), prepared)
         record = {**prepared.record, "runtime": self.runtime}
         return OcrResult(lines, self.name, record, time.perf_counter() - start)
 

@@ -1,0 +1,75 @@
+"""The drawn line beside a number (amlc.ocr.guides): found on a real OCR reading, kept in the
+store, and weighed by the shipped ranker."""
+
+from __future__ import annotations
+
+import pytest
+
+from amlc.ocr.base import OcrLine, OcrResult
+from amlc.ocr.guides import direction, guide_of
+
+from images import render_measuring_lines
+
+
+def test_each_number_takes_the_direction_of_the_line_beside_it(tmp_path):
+    """Real OCR of a drawing whose lengths are all written level: only the drawn lines tell
+    them apart (upright, level, slanted, none)."""
+    from amlc.ocr import load_engine
+    path = tmp_path / "lines.png"
+    path.write_bytes(render_measuring_lines())
+    lines = load_engine("rapidocr").read([path])[0].lines
+    assert {line.text: line.guide for line in lines} == {
+        "25 cm": "vertical", "40 cm": "horizontal", "18 cm": "slanted", "7 cm": ""}
+
+
+def test_a_line_through_the_text_or_too_short_is_not_its_guide():
+    box = ((100, 100), (200, 100), (200, 140), (100, 140))   # 40 px high
+    underline = (100.0, 138.0, 200.0, 138.0)                 # inside the box: a stroke of the text
+    stub = (90.0, 100.0, 90.0, 180.0)                       # beside it but under 3 text heights
+    far = (100.0, 300.0, 400.0, 300.0)                      # long, but 160 px below
+    assert guide_of(box, [underline, stub, far], 900) == ""
+    assert guide_of(box, [underline, (90.0, 0.0, 90.0, 400.0)], 900) == "vertical"
+    assert [direction(s) for s in ((0, 0, 100, 5), (0, 0, 5, 100), (0, 0, 100, 100))] == \
+        ["horizontal", "vertical", "slanted"]
+
+
+def test_guides_are_kept_in_the_stored_reading():
+    result = OcrResult([OcrLine("25 cm", 0.99, ((0, 0), (9, 0), (9, 9), (0, 9)), "vertical"),
+                        OcrLine("box", 0.9, ((0, 20), (9, 20), (9, 29), (0, 29)))], "rapidocr")
+    assert OcrResult.from_json(result.to_json()) == result
+    old = '{"lines":[{"text":"5 cm","confidence":0.9,"box":[[0,0],[9,0],[9,9],[0,9]]}],"engine":"rapidocr"}'
+    assert OcrResult.from_json(old).lines[0].guide == ""   # stores read before guides existed
+
+
+@pytest.mark.parametrize("upright,level", [("30 cm", "45 cm"), ("45 cm", "30 cm")])
+def test_the_shipped_ranker_reads_the_upright_line_as_the_height(upright, level):
+    """Two lengths written level side by side; which is the height follows the drawn lines."""
+    from amlc.extract.choose import Extractor
+    left, right = ((200, 400), (300, 400), (300, 440), (200, 440)), ((500, 400), (600, 400), (600, 440), (500, 440))
+    lines = [OcrLine(upright, 0.99, left, "vertical"), OcrLine(level, 0.99, right, "horizontal")]
+    extractor = Extractor.load()
+    assert extractor.predict("height", lines).text() == f"{upright.split()[0]}.0 centimetre"
+    assert extractor.predict("width", lines).text() == f"{level.split()[0]}.0 centimetre"
+
+
+def _store_with_reading(folder, lines_json: str):
+    import sqlite3
+    from amlc.migrate import known_migrations
+    folder.mkdir()
+    with sqlite3.connect(folder / "amlc.db") as conn:
+        for migration in known_migrations():
+            conn.executescript(migration.path.read_text(encoding="utf-8"))
+        conn.execute("INSERT INTO ocr_results (image_id, engine, lines, text, preprocess, created_at) "
+                     "VALUES (1, 'rapidocr', ?, '5 cm', '{}', 0)", (lines_json,))
+
+
+def test_the_ranker_rebuild_refuses_readings_made_before_guides(tmp_path):
+    """A rebuild on a work folder read before amlc.ocr.guides would fit a ranker that never
+    weighs the drawn lines: it stops and says so instead of reusing it."""
+    from amlc.extract.rebuild import StaleReadings, ocr_complete
+    old = OcrResult([OcrLine("5 cm", 0.9, ((0, 0), (9, 0), (9, 9), (0, 9)))], "rapidocr").to_json()
+    _store_with_reading(tmp_path / "old", old.replace(',"guide":""', ""))
+    with pytest.raises(StaleReadings, match="1 images were read before"):
+        ocr_complete(tmp_path / "old")
+    _store_with_reading(tmp_path / "new", old)
+    assert ocr_complete(tmp_path / "new")
