@@ -318,6 +318,19 @@ def test_cross_validation_scores_every_row_once_per_repeat():
 
 
 @needs_data
+def test_a_design_without_a_feature_family_leaves_it_out_and_keeps_the_rest():
+    """cv --drop PREFIX: what a ranker without those features would learn from."""
+    from amlc.extract.choose import DEFAULT_PRIORS, load_priors
+    from amlc.extract.fit import build_design
+    rows = split_rows(read_text_rows(OCR_LABELED))[0][:80]
+    whole = build_design(rows, load_priors(DEFAULT_PRIORS))
+    without = build_design(rows, load_priors(DEFAULT_PRIORS), drop=("keyword",))
+    assert any(n.startswith("keyword") for n in whole.names)
+    assert without.names == [n for n in whole.names if not n.startswith("keyword")]
+    assert without.x.shape == (whole.x.shape[0], len(without.names))
+
+
+@needs_data
 def test_out_of_fold_rankers_answer_their_rows_worse_than_the_ranker_that_learned_them():
     """Why a model stacked on the ranker needs out-of-fold options: the ranker is right more
     often on the rows it learned from than on rows it never saw."""

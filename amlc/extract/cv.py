@@ -1,7 +1,7 @@
 """Cross-validation of the ranker: how features and settings are chosen without reading the
 validation halves.
 
-    python -m amlc.extract.cv [--photos-store S] [--dim-store D] [--folds 5] [--repeats 2]
+    python -m amlc.extract.cv [--photos-store S] [--dim-store D] [--folds 5] [--repeats 2] [--drop PREFIX]
 
 The rows are the train half of ocr_labeled.csv (EasyOCR text, no boxes), the train half of the
 labelled photos as `amlc run` read them (store S; PP-OCR lines with boxes) and every row of
@@ -41,15 +41,15 @@ class Answered:
 
 
 def cross_validate(rows: Sequence[TextRow], priors: Priors, folds: int = 5, repeats: int = 1,
-                   seed: int = 0) -> list[Answered]:
+                   seed: int = 0, drop: Sequence[str] = ()) -> list[Answered]:
     """Every row answered by a ranker fitted without its fold, once per repeat (repeat r uses
-    the fold assignment of seed + r)."""
+    the fold assignment of seed + r), without the features whose names start with `drop`."""
     answered: list[Answered] = []
     for repeat in range(seed, seed + repeats):
         assignment = [fold_of(row, folds, repeat) for row in rows]
         for k in range(folds):
             fit = [row for row, f in zip(rows, assignment) if f != k]
-            extractor = Extractor(Model(fit_weights(build_design(fit, priors))), priors)
+            extractor = Extractor(Model(fit_weights(build_design(fit, priors, drop=drop))), priors)
             answered += [Answered(row, extractor.predict(row.entity, row.ocr, row.group_id or None))
                          for row, f in zip(rows, assignment) if f == k]
     return answered
@@ -140,9 +140,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="fold assignments, each scored in full")
     parser.add_argument("--seed", type=int, default=0, help="the first fold assignment")
+    parser.add_argument("--drop", action="append", default=[], metavar="PREFIX",
+                        help="leave out the features whose names start with PREFIX (repeatable), "
+                             "to measure what they add: --drop guide_")
     args = parser.parse_args(argv)
     rows = training_rows(args.labeled, args.photos_store, args.dim_store)
-    answered = cross_validate(rows, held_out_priors(), args.folds, args.repeats, args.seed)
+    answered = cross_validate(rows, held_out_priors(), args.folds, args.repeats, args.seed, args.drop)
     print("\n".join(summary(answered, args.repeats)))
 
 

@@ -85,7 +85,9 @@ class Design:
         return self.x @ rules
 
 
-def build_design(rows: Sequence[TextRow], priors: Priors, photo_weight: float = PHOTO_WEIGHT) -> Design:
+def build_design(rows: Sequence[TextRow], priors: Priors, photo_weight: float = PHOTO_WEIGHT,
+                 drop: Sequence[str] = ()) -> Design:
+    """`drop`: prefixes of feature names left out (a ranker without them weighs them nothing)."""
     feats, row_ids, correct = [], [], []
     for i, r in enumerate(rows):
         try:
@@ -97,7 +99,7 @@ def build_design(rows: Sequence[TextRow], priors: Priors, photo_weight: float = 
             feats.append(f)
             row_ids.append(i)
             correct.append(c.value == truth.value and c.unit == truth.unit)
-    names = sorted({k for f in feats for k in f})
+    names = sorted({k for f in feats for k in f if not k.startswith(tuple(drop))})
     x = np.array([[f.get(k, 0.0) for k in names] for f in feats], dtype=float).reshape(len(feats), len(names))
     weights = np.array([photo_weight if r.from_store else 1.0 for r in rows])
     return Design(names, x, np.array(row_ids, dtype=int), np.array(correct, dtype=bool), len(rows),
