@@ -201,8 +201,18 @@ def _extent_of(lines: Sequence[OcrLine]) -> tuple[int, int]:
     return int(max(xs)) + 10, int(max(ys)) + 10
 
 
+GUIDE_WORDS = {"vertical": "beside an upright line", "horizontal": "beside a level line",
+               "slanted": "beside a slanted line"}
+
+
+def _candidate_item(text: str, probability: float, mention: Any) -> str:
+    """One candidate: its answer, probability and, on a drawing, the line drawn beside it."""
+    guide = GUIDE_WORDS.get(getattr(mention, "guide", ""), "")
+    return f"<li>{html.escape(text)} <b>{probability:.2f}</b>{f' <small>{guide}</small>' if guide else ''}</li>"
+
+
 def _card(row: RowView, split: str) -> str:
-    candidates = "".join(f"<li>{html.escape(text)} <b>{p:.2f}</b></li>" for text, p, _ in row.ranked[:8])
+    candidates = "".join(_candidate_item(*item) for item in row.ranked[:8])
     answers = "".join(f"<li>{html.escape(source)}: {html.escape(answer) or '(blank)'}</li>"
                       for source, answer in sorted(row.answers.items()))
     kind = KIND_NAMES.get(row.kind, row.kind)

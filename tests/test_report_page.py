@@ -90,6 +90,23 @@ def test_the_boxes_drawn_are_the_stored_boxes(work: Path) -> None:
 
 
 @needs_data
+def test_the_candidates_name_the_line_drawn_beside_them(work: Path) -> None:
+    """The drawings' measuring lines found by `amlc run` appear beside the candidates, and a
+    card names only directions its own photo's lines have."""
+    page = Path(amlc_json(work, "report", "--split", "dims")["out"]).read_text(encoding="utf-8")
+    rows = query(work / "amlc.db", """
+        SELECT s.idx, o.lines FROM samples s JOIN ocr_results o ON o.image_id = s.image_id
+        WHERE s.split = 'dims'""")
+    guided = {str(idx): {line.get("guide", "") for line in json.loads(lines)["lines"]} - {""} for idx, lines in rows}
+    assert any("vertical" in g for g in guided.values())
+    for idx, guides in guided.items():
+        card = page.split(f'data-idx="{idx}"', 1)[1].split('<div class="card"', 1)[0]
+        named = set(re.findall(r"<small>beside an? (upright|level|slanted) line</small>", card))
+        assert named <= {{"vertical": "upright", "horizontal": "level", "slanted": "slanted"}[g] for g in guides}
+    assert "beside an upright line" in page
+
+
+@needs_data
 def test_an_unlabelled_split_shows_the_least_sure_first(work: Path) -> None:
     page = Path(amlc_json(work, "report", "--split", "test")["out"]).read_text(encoding="utf-8")
     confidences = [float(card["confidence"]) for card in _cards(page)]
