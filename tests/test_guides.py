@@ -1,5 +1,5 @@
-"""The drawn line beside a number (amlc.ocr.guides): found on a real OCR reading, kept in the
-store, and weighed by the shipped ranker."""
+"""The drawn line beside a number (amlc.ocr.guides): which segment is its guide, kept in the
+store, weighed by the shipped ranker (both engines find them on a real reading: tests/test_ocr.py)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,6 @@ import pytest
 
 from amlc.ocr.base import OcrLine, OcrResult
 from amlc.ocr.guides import direction, guide_of
-
-from images import render_measuring_lines
-
-
-def test_each_number_takes_the_direction_of_the_line_beside_it(tmp_path):
-    """Real OCR of a drawing whose lengths are all written level: only the drawn lines tell
-    them apart (upright, level, slanted, none)."""
-    from amlc.ocr import load_engine
-    path = tmp_path / "lines.png"
-    path.write_bytes(render_measuring_lines())
-    lines = load_engine("rapidocr").read([path])[0].lines
-    assert {line.text: line.guide for line in lines} == {
-        "25 cm": "vertical", "40 cm": "horizontal", "18 cm": "slanted", "7 cm": ""}
 
 
 def test_a_line_through_the_text_or_too_short_is_not_its_guide():

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from amlc.ocr import OcrEngine, OcrError, OcrResult, Preprocess, load_engine
 from amlc.ocr.models import character_list, paddle_model_dirs, wheel_model
 
-from images import DATA, TEST_IMAGES, encode, render_label, real_images
+from images import DATA, TEST_IMAGES, encode, render_label, render_measuring_lines, real_images
 
 LABEL = ["Net Wt 500 g", "12.5 cm", "100-240V", "1500 W", "Volume 750 ml"]
 
@@ -196,6 +196,16 @@ def test_a_second_pass_on_weak_number_lines_finds_what_the_first_missed() -> Non
     assert len(after.lines) == len(plain.lines)
     assert all(a == p for a, p in zip(after.lines, plain.lines) if p.confidence >= 0.9)
     assert "POWER:MAX 750W" in after.text()
+
+
+def test_each_number_takes_the_direction_of_the_line_beside_it(engine: OcrEngine, tmp_path: Path) -> None:
+    """A drawing whose lengths are all written level: only the drawn lines tell them apart
+    (upright, level, slanted, none), and both engines record them (amlc.ocr.guides)."""
+    path = tmp_path / "lines.png"
+    path.write_bytes(render_measuring_lines())
+    lines = engine.read([path])[0].lines
+    assert {line.text: line.guide for line in lines} == {
+        "25 cm": "vertical", "40 cm": "horizontal", "18 cm": "slanted", "7 cm": ""}
 
 
 def test_the_second_pass_runs_in_paddleocr_too(paddle: OcrEngine, tmp_path: Path) -> None:
