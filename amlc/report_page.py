@@ -22,6 +22,7 @@ import aiosqlite
 from .export import best_answers, write_atomically
 from .extract import Extractor
 from .extract.baseline import truth_in_text
+from .extract.candidates import Candidate
 from .metric import SAME_QUANTITY, Report, error_kind, format_report, score
 from .ocr.base import OcrLine, OcrResult
 from .store import fetch_all
@@ -205,9 +206,9 @@ GUIDE_WORDS = {"vertical": "beside an upright line", "horizontal": "beside a lev
                "slanted": "beside a slanted line"}
 
 
-def _candidate_item(text: str, probability: float, mention: Any) -> str:
+def _candidate_item(text: str, probability: float, mention: Candidate) -> str:
     """One candidate: its answer, probability and, on a drawing, the line drawn beside it."""
-    guide = GUIDE_WORDS.get(getattr(mention, "guide", ""), "")
+    guide = GUIDE_WORDS.get(mention.guide, "")
     return f"<li>{html.escape(text)} <b>{probability:.2f}</b>{f' <small>{guide}</small>' if guide else ''}</li>"
 
 

@@ -5,14 +5,14 @@ height, a level one along the bottom for the width, a slanted one for the depth.
 alone do not show it (a height is often written level beside an upright arrow), so after reading
 an image each line holding a digit gets the direction of the nearest straight segment around it
 (Canny edges, OpenCV's probabilistic Hough transform): 'vertical', 'horizontal', 'slanted', or ''
-where there is none. The ranker (amlc.extract.features) weighs it per dimension. On the dimension
-photos, cross-validated, it took width/height/depth F1 from 0.717 to 0.75 (docs/accuracy.md).
+where there is none. The ranker (amlc.extract.features) weighs whether that direction measures
+the dimension asked. On the dimension photos, cross-validated, it took width/height/depth F1 from
+0.717 to 0.739 (docs/accuracy.md).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import replace
 from typing import Sequence
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from .base import Box, OcrLine
 from .preprocess import Prepared
+from .reread import DIGIT
 
-DIGIT = re.compile(r"\d")
 SHORTEST = 0.06     # of the image's shorter side: shorter segments are edges of letters and texture
 TEXT_HEIGHTS = 3    # and a segment is at least this many text heights long
 REACH = 1.5         # text heights between a number's box and its line
