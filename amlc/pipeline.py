@@ -40,6 +40,7 @@ class RunConfig:
     ocr_batch: int | None = None     # images per engine call; None: per device
     ocr_device: str = "cpu"          # "cuda" runs OCR on the GPU (onnxruntime-gpu)
     ocr_max_side: int | None = 1280  # shrink larger images to this longer side before OCR
+    ocr_min_side: int | None = 800   # enlarge smaller images (thumbnails) to this longer side
     ocr_autocontrast: bool = False   # stretch faded labels' contrast before OCR
     ocr_reread_below: float | None = 0.9  # second pass on number lines read below this confidence
     ocr_workers: int | None = None   # OCR processes (0: one engine in a thread); None: per device
@@ -76,7 +77,8 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
     if "ocr" in config.stages:
         from .ocr import OcrSpec, Preprocess, default_ocr_batch, default_ocr_workers, resolve_runtime
         from .ocr.models import parse_device
-        preprocess = Preprocess(max_side=config.ocr_max_side, autocontrast=config.ocr_autocontrast,
+        preprocess = Preprocess(max_side=config.ocr_max_side, min_side=config.ocr_min_side,
+                                autocontrast=config.ocr_autocontrast,
                                 reread_below=config.ocr_reread_below)
         runtime = resolve_runtime(config.ocr_runtime, config.ocr_engine, parse_device(config.ocr_device).cuda)
         spec = OcrSpec(config.ocr_engine, config.ocr_device, preprocess, runtime=runtime)

@@ -462,5 +462,46 @@ def test_the_shipped_ranker_records_the_inputs_and_outputs_of_its_rebuild():
     provenance = json.loads(PROVENANCE.read_text(encoding="utf-8"))
     assert provenance["inputs"] == {name: sha256_of(path) for name, path in INPUTS.items()}
     assert provenance["outputs"] == {"model.json": sha256_of(DEFAULT_MODEL), "priors.json": sha256_of(DEFAULT_PRIORS)}
-    assert provenance["ocr"]["amlc_run_flags"] == ["--ocr-max-side", "1280", "--ocr-reread-below", "0.9",
-                                                   "--ocr-runtime", "onnxruntime"]
+    assert provenance["ocr"]["amlc_run_flags"] == ["--ocr-max-side", "1280", "--ocr-min-side", "800",
+                                                   "--ocr-reread-below", "0.9", "--ocr-runtime", "onnxruntime"]
+
+
+def _store_with_reading(folder: Path, lines_json: str, preprocess: str = "{}") -> None:
+    import sqlite3
+    from amlc.migrate import known_migrations
+    folder.mkdir()
+    with sqlite3.connect(folder / "amlc.db") as conn:
+        for migration in known_migrations():
+            conn.executescript(migration.path.read_text(encoding="utf-8"))
+        conn.execute("INSERT INTO ocr_results (image_id, engine, lines, text, preprocess, created_at) "
+                     "VALUES (1, 'rapidocr', ?, '5 cm', ?, 0)", (lines_json, preprocess))
+
+
+def test_the_ranker_rebuild_refuses_readings_made_before_guides(tmp_path):
+    """A rebuild on a work folder read before amlc.ocr.guides would fit a ranker that never
+    weighs the drawn lines: it stops and says so instead of reusing it."""
+    from amlc.extract.rebuild import StaleReadings, ocr_complete
+    from amlc.ocr.base import OcrLine, OcrResult
+    old = OcrResult([OcrLine("5 cm", 0.9, ((0, 0), (9, 0), (9, 9), (0, 9)))], "rapidocr").to_json()
+    _store_with_reading(tmp_path / "old", old.replace(',"guide":""', ""))
+    with pytest.raises(StaleReadings, match="1 images were read before"):
+        ocr_complete(tmp_path / "old")
+    _store_with_reading(tmp_path / "new", old)
+    assert ocr_complete(tmp_path / "new")
+
+
+def test_the_ranker_rebuild_refuses_readings_made_with_other_settings(tmp_path):
+    """A folder read without enlarging thumbnails would teach the ranker from readings that
+    amlc run no longer makes: the rebuild names the settings instead of reusing it."""
+    from dataclasses import asdict
+    from amlc.extract.rebuild import READ_WITH, StaleReadings, ocr_complete
+    from amlc.ocr.base import OcrLine, OcrResult
+    from amlc.ocr.preprocess import Preprocess
+    reading = OcrResult([OcrLine("5 cm", 0.9, ((0, 0), (9, 0), (9, 9), (0, 9)))], "rapidocr").to_json()
+    unenlarged = asdict(Preprocess(max_side=1280, reread_below=0.9))
+    _store_with_reading(tmp_path / "old", reading, json.dumps(unenlarged))
+    with pytest.raises(StaleReadings, match="1 images were read with other OCR settings than --ocr-max-side 1280"):
+        ocr_complete(tmp_path / "old", READ_WITH)
+    assert ocr_complete(tmp_path / "old")   # bench/photos.py reuses folders of any setting
+    _store_with_reading(tmp_path / "new", reading, json.dumps(asdict(Preprocess(**READ_WITH))))
+    assert ocr_complete(tmp_path / "new", READ_WITH)

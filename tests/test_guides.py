@@ -37,26 +37,3 @@ def test_the_shipped_ranker_reads_the_upright_line_as_the_height(upright, level)
     extractor = Extractor.load()
     assert extractor.predict("height", lines).text() == f"{upright.split()[0]}.0 centimetre"
     assert extractor.predict("width", lines).text() == f"{level.split()[0]}.0 centimetre"
-
-
-def _store_with_reading(folder, lines_json: str):
-    import sqlite3
-    from amlc.migrate import known_migrations
-    folder.mkdir()
-    with sqlite3.connect(folder / "amlc.db") as conn:
-        for migration in known_migrations():
-            conn.executescript(migration.path.read_text(encoding="utf-8"))
-        conn.execute("INSERT INTO ocr_results (image_id, engine, lines, text, preprocess, created_at) "
-                     "VALUES (1, 'rapidocr', ?, '5 cm', '{}', 0)", (lines_json,))
-
-
-def test_the_ranker_rebuild_refuses_readings_made_before_guides(tmp_path):
-    """A rebuild on a work folder read before amlc.ocr.guides would fit a ranker that never
-    weighs the drawn lines: it stops and says so instead of reusing it."""
-    from amlc.extract.rebuild import StaleReadings, ocr_complete
-    old = OcrResult([OcrLine("5 cm", 0.9, ((0, 0), (9, 0), (9, 9), (0, 9)))], "rapidocr").to_json()
-    _store_with_reading(tmp_path / "old", old.replace(',"guide":""', ""))
-    with pytest.raises(StaleReadings, match="1 images were read before"):
-        ocr_complete(tmp_path / "old")
-    _store_with_reading(tmp_path / "new", old)
-    assert ocr_complete(tmp_path / "new")

@@ -102,6 +102,33 @@ def test_resize_is_recorded_and_boxes_map_back(engine: OcrEngine, tmp_path: Path
     assert max(x for line in shrunk.lines for x, _ in line.box) > 400
 
 
+@pytest.mark.skipif(not (DATA / "dim_photos").exists(), reason="shared data not mounted")
+def test_a_thumbnails_small_print_is_read_once_enlarged(engine: OcrEngine, tmp_path: Path) -> None:
+    """A real 375x500 train photo whose only text is a pan's height, '4.0 in / 10 cm', about 12
+    px high: at its own size the detector finds nothing; enlarged to 800 px it reads both,
+    with boxes in the original's pixels, where the text is (left of the pan, near the bottom)."""
+    photo = DATA / "dim_photos" / "21TBI8ScqwL.jpg"
+    [native] = engine.read([photo])
+    enlarging = load_engine(engine.name, preprocess=Preprocess(min_side=800), model_dir=tmp_path)
+    [enlarged] = enlarging.read([photo])
+
+    assert not any(re.search(r"\d", line.text) for line in native.lines), native.text()
+    assert enlarged.preprocess["original_size"] == [375, 500] and enlarged.preprocess["size"] == [600, 800]
+    assert enlarged.preprocess["scale"] == pytest.approx(1.6) and enlarged.preprocess["min_side"] == 800
+    read = {norm(line.text): line.box for line in enlarged.lines}
+    assert {"4.0in", "10cm"} <= set(read), enlarged.text()
+    assert_boxes_inside(enlarged, 375, 500)
+    for text in ("4.0in", "10cm"):
+        xs, ys = [x for x, _ in read[text]], [y for _, y in read[text]]
+        assert 70 < min(xs) < max(xs) < 130 and 350 < min(ys) < max(ys) < 405, (text, read[text])
+
+
+def test_enlarging_past_the_shrinking_cap_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_side must be at least 32 pixels and at most max_side"):
+        Preprocess(max_side=640, min_side=800)
+    assert Preprocess(max_side=None, min_side=4000).min_side == 4000
+
+
 def test_autocontrast_is_recorded_and_reads_faded_label(rapid: OcrEngine) -> None:
     faded = render_label(LABEL[:3], ink=(150, 150, 150), paper=(175, 175, 175), fmt="JPEG")
     engine = load_engine("rapidocr", preprocess=Preprocess(autocontrast=True, cutoff=2.0))

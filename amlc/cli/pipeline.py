@@ -123,6 +123,10 @@ def _stages(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
               help="cpu, or cuda / cuda:N for the GPU (needs the gpu extra's onnxruntime-gpu).")
 @click.option("--ocr-max-side", default=1280, show_default=True,
               help="Shrink images whose longer side exceeds this many pixels before OCR (0: never).")
+@click.option("--ocr-min-side", type=click.IntRange(min=0), default=800, show_default=True,
+              help="Enlarge images whose longer side is below this many pixels before OCR (0: never): "
+                   "the detector misses the small print of thumbnails (on the labelled thumbnails, "
+                   "3 more of 47 rows with their number in the text, for 1.6x their OCR time).")
 @click.option("--ocr-autocontrast", is_flag=True, help="Stretch the contrast of faded labels before OCR.")
 @click.option("--ocr-reread-below", type=click.FloatRange(0.0, 1.0), default=0.9, show_default=True,
               help="Second pass: read again, cut from the full-size image and upscaled 2x, every "
@@ -147,7 +151,7 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                 local_images: Path | None, min_free_mb: float, store_wait: float, fetch_retries: int,
                 ocr_engine: str, ocr_runtime: str,
                 ocr_batch: int | None,
-                ocr_device: str, ocr_max_side: int, ocr_autocontrast: bool,
+                ocr_device: str, ocr_max_side: int, ocr_min_side: int, ocr_autocontrast: bool,
                 ocr_reread_below: float, max_attempts: int,
                 backoff: float, retry_failed: bool, model: Path | None, ocr_workers: int | None,
                 llm_workers: int | None, llm_batch: int | None, gpu_layers: int | None,
@@ -172,12 +176,16 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                        fetch_timeout=timeout, ocr_engine=ocr_engine, ocr_runtime=ocr_runtime,
                        ocr_batch=ocr_batch,
                        ocr_device=ocr_device, ocr_max_side=ocr_max_side or None,
+                       ocr_min_side=ocr_min_side or None,
                        ocr_autocontrast=ocr_autocontrast, ocr_reread_below=ocr_reread_below or None,
                        ocr_workers=ocr_workers,
                        max_attempts=max_attempts, backoff_base=backoff,
                        fetch_options={"retries": fetch_retries, "min_free_bytes": int(min_free_mb * 1e6)},
                        local_images=local_images, store_wait=store_wait,
                        model=model, llm_workers=llm_workers, llm_batch=llm_batch, gpu_layers=gpu_layers)
+    if ocr_min_side and ocr_max_side and ocr_min_side > ocr_max_side:
+        raise click.UsageError(f"--ocr-min-side {ocr_min_side} is above --ocr-max-side {ocr_max_side}: "
+                               "an image cannot be both enlarged to one and shrunk to the other")
     config = with_ray(config, ray_address, ocr_gpus, llm_gpus)
     try:
         check_runtime(config.ocr_runtime, config.ocr_engine, parse_device(config.ocr_device).cuda)

@@ -31,9 +31,12 @@ from .fit import train
 
 PROVENANCE = MODEL_DIR / "provenance.json"
 PHOTO_HALVES = {"photos-train": False, "photos-val": True}   # split -> is the validation half
-# amlc run's defaults, named, on the runtime the shipped ranker's stores were read with (OpenVINO,
-# the CPU default since, reads the same numbers on 38 of 40 photos: docs/performance.md)
-OCR_SETTINGS = ["--ocr-max-side", "1280", "--ocr-reread-below", "0.9", "--ocr-runtime", "onnxruntime"]
+# amlc run's defaults, named, as each reading records them, and on the runtime the shipped
+# ranker's stores were read with (OpenVINO, the CPU default since, reads the same numbers on 38
+# of 40 photos: docs/performance.md)
+READ_WITH = {"max_side": 1280, "min_side": 800, "reread_below": 0.9}
+OCR_SETTINGS = [*(arg for name, value in READ_WITH.items() for arg in (f"--ocr-{name.replace('_', '-')}", str(value))),
+                "--ocr-runtime", "onnxruntime"]
 INPUTS = {"ocr_labeled.csv": OCR_LABELED, "photos.csv": PHOTOS_CSV, "dim_photos.csv": DIM_PHOTOS_CSV,
           "train.csv": TRAIN_CSV}
 
@@ -75,9 +78,10 @@ class StaleReadings(RuntimeError):
 UNGUIDED_SQL = """SELECT count(*) FROM ocr_results WHERE lines LIKE '%"text"%' AND lines NOT LIKE '%"guide"%'"""
 
 
-def ocr_complete(workdir: Path) -> bool:
+def ocr_complete(workdir: Path, read_with: dict[str, object] | None = None) -> bool:
     """Every image fetched and OCR'd and every sample extracted; raises StaleReadings where the
-    readings predate the drawn-line directions."""
+    readings predate the drawn-line directions or, given read_with, were made with other
+    preprocessing settings than those."""
     store = workdir / "amlc.db"
     if not store.exists():
         return False
@@ -86,9 +90,14 @@ def ocr_complete(workdir: Path) -> bool:
                             "AND state != 'done'").fetchone()[0]
         done = conn.execute("SELECT count(*) FROM ocr_results").fetchone()[0]
         unguided = conn.execute(UNGUIDED_SQL).fetchone()[0]
+        records = [json.loads(r) for (r,) in conn.execute("SELECT preprocess FROM ocr_results")] if read_with else []
     if unguided:
         raise StaleReadings(f"{workdir}: {unguided} images were read before the OCR recorded the lines "
                             "drawn beside numbers (amlc.ocr.guides); remove the folder or pass another --work")
+    other = sum(any(record.get(name) != value for name, value in (read_with or {}).items()) for record in records)
+    if other:
+        raise StaleReadings(f"{workdir}: {other} images were read with other OCR settings than "
+                            f"{' '.join(OCR_SETTINGS)}; remove the folder or pass another --work")
     return done > 0 and left == 0
 
 
@@ -98,7 +107,7 @@ def amlc(workdir: Path, *args: str) -> None:
 
 def read_photos(workdir: Path, inputs: dict[str, Path], images: Path) -> None:
     """Ingest `inputs` (split -> CSV) and read them with `amlc run`, unless already done."""
-    if ocr_complete(workdir):
+    if ocr_complete(workdir, READ_WITH):
         print(f"{workdir}: OCR complete, reused", flush=True)
         return
     workdir.mkdir(parents=True, exist_ok=True)

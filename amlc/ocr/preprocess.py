@@ -18,8 +18,11 @@ from .base import Box, ImageSource, OcrError
 class Preprocess:
     """What is done to an image before OCR; recorded with every result.
 
-    max_side: cap on the longer side in pixels (larger images are shrunk, never enlarged);
-      detection time grows with the pixel count, and catalogue text stays legible at this size.
+    max_side: cap on the longer side in pixels (larger images are shrunk); detection time grows
+      with the pixel count, and catalogue text stays legible at this size.
+    min_side: floor on the longer side: smaller images (thumbnails: 61% of the test images
+      here are under 600 px) are enlarged to it, since the detector misses their small print
+      (a '4.0 in / 10 cm' beside a pan, 12 px high on a 500 px photo, is found only enlarged).
     autocontrast: stretch the histogram (PIL ImageOps.autocontrast) for faded, low-contrast labels.
     cutoff: percent of darkest/lightest pixels ignored by autocontrast, so a few specks do not
       pin the range.
@@ -33,6 +36,7 @@ class Preprocess:
     """
 
     max_side: int | None = 1280
+    min_side: int | None = None
     autocontrast: bool = False
     cutoff: float = 1.0
     det_side: int = 64
@@ -43,6 +47,8 @@ class Preprocess:
     def __post_init__(self) -> None:
         if self.max_side is not None and self.max_side < 32:
             raise ValueError(f"max_side must be at least 32 pixels, got {self.max_side}")
+        if self.min_side is not None and not 32 <= self.min_side <= (self.max_side or self.min_side):
+            raise ValueError(f"min_side must be at least 32 pixels and at most max_side, got {self.min_side}")
         if not 0.0 <= self.cutoff < 50.0:
             raise ValueError(f"cutoff must be in [0, 50), got {self.cutoff}")
         if self.det_limit not in ("min", "max") or self.det_side < 32:
@@ -59,7 +65,7 @@ class Prepared:
     """An image ready for a backend: BGR pixels plus how they relate to the original."""
 
     bgr: np.ndarray
-    scale: float  # prepared pixels per original pixel (<= 1)
+    scale: float  # prepared pixels per original pixel (< 1 shrunk, > 1 enlarged)
     original_size: tuple[int, int]  # (width, height) after EXIF orientation
     record: dict[str, Any]
     original: Image.Image | None = None  # the full-size image, kept for a second pass
@@ -88,8 +94,8 @@ def decode(source: ImageSource, index: int | None = None) -> Image.Image:
 def prepare(source: ImageSource, pre: Preprocess, index: int | None = None) -> Prepared:
     img = full = decode(source, index)
     original = img.size
-    scale = _scale_for(original, pre.max_side)
-    if scale < 1.0:
+    scale = _scale_for(original, pre.max_side, pre.min_side)
+    if scale != 1.0:
         size = (max(1, round(original[0] * scale)), max(1, round(original[1] * scale)))
         img = img.resize(size, Image.Resampling.LANCZOS)
     if pre.autocontrast:
@@ -119,11 +125,13 @@ def to_original(points: Iterable[Iterable[float]], prepared: Prepared) -> Box:
     return tuple(out)
 
 
-def _scale_for(size: tuple[int, int], max_side: int | None) -> float:
+def _scale_for(size: tuple[int, int], max_side: int | None, min_side: int | None) -> float:
     longer = max(size)
-    if max_side is None or longer <= max_side:
-        return 1.0
-    return max_side / longer
+    if max_side is not None and longer > max_side:
+        return max_side / longer
+    if min_side is not None and longer < min_side:
+        return min_side / longer
+    return 1.0
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
