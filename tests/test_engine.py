@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -144,6 +145,10 @@ def test_real_test_images_end_to_end_give_answers_our_checker_passes(tmp_path, i
         ("extract", "done", len(rows)), ("fetch", "done", len(wanted)), ("ocr", "done", len(wanted))]
     recorded = {p for (p,) in query(store, "SELECT preprocess FROM ocr_results")}
     assert all('"max_side": 1024' in p and '"autocontrast": true' in p for p in recorded)
+    # thumbnails are enlarged to 800 px by default, larger images read at their size or shrunk
+    sizes = [(max(r["original_size"]), max(r["size"])) for r in map(json.loads, recorded)]
+    assert any(original < 800 for original, _ in sizes) and any(original > 800 for original, _ in sizes)
+    assert all(read == (800 if original < 800 else min(original, 1024)) for original, read in sizes), sizes
     with_text = query(store, "SELECT count(*) FROM ocr_results WHERE text != ''")[0][0]
     assert with_text >= 0.8 * len(wanted)
     out = tmp_path / "submission.csv"
@@ -177,3 +182,10 @@ def test_a_row_that_raises_fails_alone_and_the_rest_of_its_batch_is_done(tmp_pat
         0: "done", 1: "done", 2: "done", 3: "failed", 4: "done", 5: "done"}
     assert "JSONDecodeError" in states[3]
     assert query(store, "SELECT count(*) FROM predictions WHERE prediction IN ('250 gram', '250.0 gram')") == [(5,)]
+
+
+def test_enlarging_past_the_shrinking_cap_is_refused_before_anything_starts(tmp_path):
+    result = amlc(tmp_path, "run", "--exit-when-done", "--no-dashboard", "--ocr-max-side", "640", ok=False)
+    assert result.exit_code == 2
+    assert "--ocr-min-side 800 is above --ocr-max-side 640" in result.output
+    assert not (tmp_path / "amlc.db").exists()
