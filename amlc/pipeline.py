@@ -10,7 +10,7 @@ import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .dashboard import Dashboard, StageCounts, store_counts
 from .engine import Engine
@@ -21,6 +21,9 @@ from .runlock import RunLock
 from .store import open_reader, open_writer
 from .workdir import Workdir
 from .writer import STORE_WAIT, BatchWriter
+
+if TYPE_CHECKING:
+    from .ocr import Preprocess
 
 ALL_STAGES = ("fetch", "ocr", "extract", "predict")  # predict runs only with a model
 
@@ -62,6 +65,13 @@ class RunConfig:
     llm_gpus: float = 0.0            # with ray: GPUs per llama.cpp actor (0: CPU only)
 
 
+def ocr_preprocess(config: RunConfig) -> Preprocess:
+    """What the run does to each image before its OCR (bench/ocr.py reads with the same)."""
+    from .ocr import Preprocess
+    return Preprocess(max_side=config.ocr_max_side, min_side=config.ocr_min_side,
+                      autocontrast=config.ocr_autocontrast, reread_below=config.ocr_reread_below)
+
+
 async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitStack) -> list[Any]:
     from .stages import ExtractStage, FetchStage, OcrStage
 
@@ -75,11 +85,9 @@ async def _build_stages(config: RunConfig, workdir: Workdir, stack: AsyncExitSta
         fetcher = await stack.enter_async_context(Fetcher(workdir.images, fetch_config))
         stages.append(FetchStage(fetcher, config.fetch_workers, policy, workdir.root, config.local_images))
     if "ocr" in config.stages:
-        from .ocr import OcrSpec, Preprocess, default_ocr_batch, default_ocr_workers, resolve_runtime
+        from .ocr import OcrSpec, default_ocr_batch, default_ocr_workers, resolve_runtime
         from .ocr.models import parse_device
-        preprocess = Preprocess(max_side=config.ocr_max_side, min_side=config.ocr_min_side,
-                                autocontrast=config.ocr_autocontrast,
-                                reread_below=config.ocr_reread_below)
+        preprocess = ocr_preprocess(config)
         runtime = resolve_runtime(config.ocr_runtime, config.ocr_engine, parse_device(config.ocr_device).cuda)
         spec = OcrSpec(config.ocr_engine, config.ocr_device, preprocess, runtime=runtime)
         workers = default_ocr_workers(config.ocr_device) if config.ocr_workers is None else config.ocr_workers

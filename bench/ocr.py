@@ -117,10 +117,12 @@ class ClusterCpu(threading.Thread):
 
 def bare_loop(paths: list[Path], args: argparse.Namespace) -> tuple[float, float]:
     """(images/s, CPU seconds per image) of one engine reading image after image in this
-    process, after a warm-up."""
+    process, after a warm-up, with amlc run's default preprocessing (enlarged thumbnails, the
+    second pass)."""
     from amlc.ocr import load_engine
+    from amlc.pipeline import RunConfig, ocr_preprocess
 
-    engine = load_engine(args.engine, device=args.device)
+    engine = load_engine(args.engine, device=args.device, preprocess=ocr_preprocess(RunConfig()))
     engine.read(paths[:1])
     return timed_loop(paths, lambda path: engine.read([path]))
 
