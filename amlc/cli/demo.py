@@ -9,8 +9,9 @@ from .common import workdir
 
 @click.command("demo")
 @click.option("--size", type=click.Choice(["tiny", "small", "full"]), default="small", show_default=True,
-              help="tiny: 52 images, a tiny Llama built here (~3 min); small: 176 images, SmolLM2-135M, "
-                   "20 LoRA steps (~4 min on 2 shared cores, models cached); full: 880 images, 70 LoRA steps.")
+              help="tiny: 52 images, a tiny Llama built here (~1 min); small: 176 images, SmolLM2-135M, "
+                   "20 LoRA steps (~4 min on 2 shared cores, models cached); full: 880 images, "
+                   "200 LoRA steps (~25 min).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the rendered dataset.")
 @click.option("--skip-llm", is_flag=True, help="Rules only: no fine-tuning, no model predictions.")
 @click.option("--keep-server", is_flag=True, help="Keep serving the images at the end until Ctrl-C.")
