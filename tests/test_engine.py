@@ -6,6 +6,8 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
+
 from http_server import DEFAULT_ROOT
 from store_helpers import amlc, amlc_json, query, start_run, wait_for, write_csv
 
@@ -184,8 +186,12 @@ def test_a_row_that_raises_fails_alone_and_the_rest_of_its_batch_is_done(tmp_pat
     assert query(store, "SELECT count(*) FROM predictions WHERE prediction IN ('250 gram', '250.0 gram')") == [(5,)]
 
 
-def test_enlarging_past_the_shrinking_cap_is_refused_before_anything_starts(tmp_path):
-    result = amlc(tmp_path, "run", "--exit-when-done", "--no-dashboard", "--ocr-max-side", "640", ok=False)
+@pytest.mark.parametrize("sides, why", [
+    (["--ocr-max-side", "640"], "min_side 800 is above max_side 640"),
+    (["--ocr-min-side", "10"], "min_side must be at least 32 pixels, got 10"),
+])
+def test_image_sizes_the_ocr_cannot_use_are_refused_before_anything_starts(tmp_path, sides, why):
+    result = amlc(tmp_path, "run", "--exit-when-done", "--no-dashboard", *sides, ok=False)
     assert result.exit_code == 2
-    assert "--ocr-min-side 800 is above --ocr-max-side 640" in result.output
+    assert "--ocr-max-side / --ocr-min-side: " + why in result.output
     assert not (tmp_path / "amlc.db").exists()

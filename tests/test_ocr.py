@@ -124,8 +124,10 @@ def test_a_thumbnails_small_print_is_read_once_enlarged(engine: OcrEngine, tmp_p
 
 
 def test_enlarging_past_the_shrinking_cap_is_refused() -> None:
-    with pytest.raises(ValueError, match="min_side must be at least 32 pixels and at most max_side"):
+    with pytest.raises(ValueError, match="min_side 800 is above max_side 640"):
         Preprocess(max_side=640, min_side=800)
+    with pytest.raises(ValueError, match="min_side must be at least 32 pixels, got 10"):
+        Preprocess(min_side=10)
     assert Preprocess(max_side=None, min_side=4000).min_side == 4000
 
 

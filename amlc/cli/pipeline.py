@@ -15,7 +15,7 @@ from ..dashboard import StageCounts
 from ..faults import is_fatal
 from ..ocr.models import parse_device
 from ..ocr.runtime import RUNTIMES, check_runtime
-from ..pipeline import ALL_STAGES, RunConfig, RunResult, run_pipeline
+from ..pipeline import ALL_STAGES, RunConfig, RunResult, ocr_preprocess, run_pipeline
 from ..runlock import AlreadyRunning
 from ..workers import WorkerStartError
 from .common import console, run_async, using_store, workdir
@@ -184,9 +184,10 @@ def run_command(ctx: click.Context, stages: tuple[str, ...], exit_when_done: boo
                        fetch_options={"retries": fetch_retries, "min_free_bytes": int(min_free_mb * 1e6)},
                        local_images=local_images, store_wait=store_wait,
                        model=model, llm_workers=llm_workers, llm_batch=llm_batch, gpu_layers=gpu_layers)
-    if ocr_min_side and ocr_max_side and ocr_min_side > ocr_max_side:
-        raise click.UsageError(f"--ocr-min-side {ocr_min_side} is above --ocr-max-side {ocr_max_side}: "
-                               "an image cannot be both enlarged to one and shrunk to the other")
+    try:
+        ocr_preprocess(config)   # Preprocess's own checks, before anything starts
+    except ValueError as exc:
+        raise click.UsageError(f"--ocr-max-side / --ocr-min-side: {exc}") from None
     config = with_ray(config, ray_address, ocr_gpus, llm_gpus)
     try:
         check_runtime(config.ocr_runtime, config.ocr_engine, parse_device(config.ocr_device).cuda)

@@ -90,11 +90,11 @@ def ocr_complete(workdir: Path, read_with: dict[str, object] | None = None) -> b
                             "AND state != 'done'").fetchone()[0]
         done = conn.execute("SELECT count(*) FROM ocr_results").fetchone()[0]
         unguided = conn.execute(UNGUIDED_SQL).fetchone()[0]
-        records = [json.loads(r) for (r,) in conn.execute("SELECT preprocess FROM ocr_results")] if read_with else []
+        other = sum(any(json.loads(record).get(name) != value for name, value in read_with.items())
+                    for (record,) in conn.execute("SELECT preprocess FROM ocr_results")) if read_with else 0
     if unguided:
         raise StaleReadings(f"{workdir}: {unguided} images were read before the OCR recorded the lines "
                             "drawn beside numbers (amlc.ocr.guides); remove the folder or pass another --work")
-    other = sum(any(record.get(name) != value for name, value in (read_with or {}).items()) for record in records)
     if other:
         raise StaleReadings(f"{workdir}: {other} images were read with other OCR settings than "
                             f"{' '.join(OCR_SETTINGS)}; remove the folder or pass another --work")

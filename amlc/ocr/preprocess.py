@@ -47,8 +47,11 @@ class Preprocess:
     def __post_init__(self) -> None:
         if self.max_side is not None and self.max_side < 32:
             raise ValueError(f"max_side must be at least 32 pixels, got {self.max_side}")
-        if self.min_side is not None and not 32 <= self.min_side <= (self.max_side or self.min_side):
-            raise ValueError(f"min_side must be at least 32 pixels and at most max_side, got {self.min_side}")
+        if self.min_side is not None and self.min_side < 32:
+            raise ValueError(f"min_side must be at least 32 pixels, got {self.min_side}")
+        if self.min_side and self.max_side and self.min_side > self.max_side:
+            raise ValueError(f"min_side {self.min_side} is above max_side {self.max_side}: an image "
+                             "cannot be both enlarged to one and shrunk to the other")
         if not 0.0 <= self.cutoff < 50.0:
             raise ValueError(f"cutoff must be in [0, 50), got {self.cutoff}")
         if self.det_limit not in ("min", "max") or self.det_side < 32:
